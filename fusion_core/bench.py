@@ -1,0 +1,110 @@
+"""The performance benchmark of DGD-Fusion: ``python -m fusion_core bench`` (DESIGN §5).
+
+For a pair of the given size: the median latency of ``FusionPipeline.fuse`` over several runs after one
+warm-up (the mean beside it), and the peak memory, for each preset and device; the same figures for the
+plain average of the two images as a reference; the time of all metrics for one pair; optionally a large
+pair fused through tiles. Each measurement runs in a fresh process, so its peak resident memory (CPU) or
+peak allocated memory (CUDA) is its own. Weights are random: latency does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import torch
+
+from .baselines import BASELINES
+from .config import PRESETS
+from .metrics import compute_metrics
+from .pipeline import build_pipeline
+
+
+def synthetic_pair(width: int, height: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A gray A and an RGB B with smooth structure and texture, uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    a = 0.5 + 0.4 * np.sin(12 * x) * np.cos(9 * y) + 0.05 * rng.standard_normal((height, width))
+    b = np.stack([0.5 + 0.4 * np.cos(7 * x + c) * np.sin(11 * y) for c in range(3)], axis=-1)
+    b += 0.05 * rng.standard_normal(b.shape)
+    return (np.clip(a, 0, 1) * 255).astype(np.uint8), (np.clip(b, 0, 1) * 255).astype(np.uint8)
+
+
+def _time(call: Callable[[], object], repeats: int, sync: Callable[[], None]) -> dict[str, float]:
+    call()
+    sync()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        call()
+        sync()
+        times.append(time.perf_counter() - began)
+    return {"median_s": statistics.median(times), "mean_s": statistics.fmean(times), "runs": repeats}
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kilobytes
+
+
+def _measure(kind: str, preset: str, device: str, size: tuple[int, int], repeats: int) -> dict:
+    """Runs in a child process: one measurement and its own peak memory."""
+    a, b = synthetic_pair(*size)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    if kind == "fuse":
+        pipeline = build_pipeline(PRESETS[preset]).to(device)
+        call = partial(pipeline.fuse, a, b)
+    elif kind == "average":
+        call = partial(BASELINES["average"], a / 255.0, b / 255.0)
+    else:
+        fused = (BASELINES["average"](a / 255.0, b / 255.0) * 255).round().astype(np.uint8)
+        call = partial(compute_metrics, fused, a, b)
+    baseline_mb = _peak_memory_mb(device) if device.startswith("cpu") else 0.0
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    timing = _time(call, repeats, sync)
+    return {"kind": kind, "preset": preset if kind == "fuse" else None, "device": device,
+            "size": f"{size[0]}x{size[1]}", **timing, "peak_memory_mb": _peak_memory_mb(device),
+            "memory_before_mb": baseline_mb}
+
+
+def _child(queue: multiprocessing.Queue, args: tuple) -> None:
+    queue.put(_measure(*args))
+
+
+def _in_child(*args) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(queue, args))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def run_benchmark(presets: list[str], repeats: int = 5, size: tuple[int, int] = (640, 480),
+                  large: tuple[int, int] | None = None, device: str = "cpu") -> dict:
+    """Run every measurement and return a JSON-ready report."""
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise ValueError(f"unknown presets {unknown}; choose from {sorted(PRESETS)}")
+    devices = ["cpu", "cuda"] if device == "all" else [device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    results = []
+    for dev in devices:
+        results += [_in_child("fuse", preset, dev, size, repeats) for preset in presets]
+        if large is not None:
+            results.append(_in_child("fuse", presets[0], dev, large, 1))
+    results.append(_in_child("average", "", "cpu", size, repeats))
+    results.append(_in_child("metrics", "", "cpu", size, repeats))
+    return {"machine": {"platform": platform.platform(), "processor": platform.machine(),
+                        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+            "results": results}

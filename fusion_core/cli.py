@@ -1,0 +1,196 @@
+"""Command line of DGD-Fusion: ``python -m fusion_core fuse | train | evaluate | bench``.
+
+Thin: parse, build, call the library. Training flags are generated from ``TrainConfig``'s fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_pipeline
+from .config import PRESETS, TrainConfig
+from .data import PairDataset, find_pairs
+from .imaging import ImageLoadError, read_pair, write_dicom_secondary_capture, write_png, write_tiff16
+from .pipeline import FusionPipeline, build_pipeline
+from .train import TrainProgress, hardware_description, read_train_state, setup_distributed, train
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "checkpoints" / "dgd-general"
+
+
+def resolve_pipeline(checkpoint: str | None, preset: str, device: str) -> FusionPipeline:
+    """The named checkpoint, else the bundled default, else random weights of ``preset``."""
+    if checkpoint:
+        return load_pipeline(checkpoint, device)
+    if (DEFAULT_CHECKPOINT / "model.safetensors").exists():
+        return load_pipeline(DEFAULT_CHECKPOINT, device)
+    return build_pipeline(PRESETS[preset]).to(device)
+
+
+def _parse_timesteps(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"timesteps must be integers separated by commas, got {text!r}") from error
+
+
+def _add_fuse(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fuse", help="fuse one registered pair")
+    p.add_argument("a", help="source A (infrared, MRI): image or DICOM")
+    p.add_argument("b", help="source B (visible, CT, PET, SPECT): image or DICOM")
+    p.add_argument("-o", "--output", required=True, help="fused image: .png, .tif/.tiff (16-bit) or .dcm")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled dgd-general)")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="architecture without a checkpoint")
+    p.add_argument("--timesteps", type=_parse_timesteps, help="feature timesteps, e.g. 5,50,100")
+    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise")
+    p.add_argument("--resample", action="store_true", help="resample B to A's size instead of refusing")
+    p.add_argument("--align", action="store_true", help="correct a translation between A and B")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_run_fuse)
+
+
+def _run_fuse(args: argparse.Namespace) -> int:
+    pair = read_pair(args.a, args.b, on_size_mismatch="resample" if args.resample else "refuse", align=args.align)
+    pipeline = resolve_pipeline(args.checkpoint, args.preset, args.device)
+    generator = torch.Generator().manual_seed(args.seed)
+    result = pipeline.fuse(pair.a.pixels, pair.b.pixels, feature_timesteps=args.timesteps, generator=generator)
+    for warning in (*pair.warnings, *result.warnings):
+        print(f"warning: {warning}", file=sys.stderr)
+    output = Path(args.output)
+    suffix = output.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        write_tiff16(output, result.fused.astype("float32") / 255.0 if result.fused.ndim == 3 else result.y_fused)
+    elif suffix == ".dcm":
+        write_dicom_secondary_capture(output, result.fused)
+    else:
+        write_png(output, result.fused)
+    print(f"fused {args.a} + {args.b} -> {output} ({result.fused.shape[1]}x{result.fused.shape[0]})")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train stage 1 (UNet), stage 2 (fusion head) or both")
+    p.add_argument("--data", required=True, help="folder of pairs ({ir,vi}, {MRI,CT|PET|SPECT} or {A,B})")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (and resume from)")
+    p.add_argument("--stage", default="both", choices=["1", "2", "both"])
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--init", help="start from this checkpoint (fine-tuning)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--stage1-steps", type=int, help="steps of stage 1 when --stage both (default --steps)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "stage":
+            continue
+        flags = [f"--{f.name.replace('_', '-')}"] + (["--batch"] if f.name == "batch_size" else [])
+        p.add_argument(*flags, dest=f.name, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    context = setup_distributed(args.device)
+    pipeline = load_pipeline(args.init) if args.init else build_pipeline(PRESETS[args.preset])
+    dataset = PairDataset(find_pairs(args.data))
+    stages = [1, 2] if args.stage == "both" else [int(args.stage)]
+    if args.resume and args.stage == "both" and read_train_state(args.out).get("stage") == 2:
+        stages = [2]  # stage 1 finished before the stop
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "stage"}
+    for stage in stages:
+        steps = args.stage1_steps if stage == 1 and args.stage == "both" and args.stage1_steps else args.steps
+        config = TrainConfig(**{**fields, "stage": stage, "steps": steps})
+        card = _training_card(args, config, len(dataset), context.world_size)
+        bar = tqdm(total=config.steps, desc=f"stage {stage}", disable=not context.is_main)
+        result = train(pipeline, dataset, config, args.out, resume=args.resume or stage > stages[0],
+                       progress=_bar_callback(bar), stop=stop, context=context, card=card)
+        bar.close()
+        if context.is_main:
+            print(f"stage {stage}: step {result.step}/{config.steps}, {result.crops_per_second:.2f} crops/s, "
+                  f"{result.wall_seconds / 60:.1f} min in all -> {result.out_dir}")
+        if result.stopped:
+            print("stopped; continue with --resume", file=sys.stderr)
+            return 130
+    return 0
+
+
+def _bar_callback(bar: tqdm):
+    def update(report: TrainProgress) -> None:
+        bar.n = report.step
+        bar.set_postfix({k: f"{v:.4f}" for k, v in report.losses.items()} | {"crops/s": f"{report.crops_per_second:.1f}"})
+    return update
+
+
+def _training_card(args: argparse.Namespace, config: TrainConfig, pairs: int, world_size: int) -> str:
+    command = "python -m fusion_core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return "\n".join([
+        f"# DGD-Fusion checkpoint ({args.preset} preset)",
+        "",
+        f"- data: `{args.data}` ({pairs} pairs)",
+        f"- initialised from: `{args.init}`" if args.init else "- initialised from: random weights",
+        f"- stage {config.stage}: {config.steps} steps, batch {config.batch_size} x {world_size} process(es), "
+        f"crop {config.crop}, Adam lr {config.lr}, seed {config.seed}",
+        f"- hardware: {hardware_description()}",
+        f"- command: `{command}`",
+        "- wall time and metrics: see train_state.json and the evaluation section below",
+        "",
+    ])
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency and peak memory of fusion and metrics")
+    p.add_argument("--presets", default="cpu", help="comma-separated presets, or 'all'")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the benchmark pair")
+    p.add_argument("--large", default="", help="also fuse a large pair through tiles, e.g. 4096x4096")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or 'all' for every device present")
+    p.add_argument("--out", help="write the JSON report here too")
+    p.set_defaults(run=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    presets = sorted(PRESETS) if args.presets == "all" else args.presets.split(",")
+    report = run_benchmark(presets=presets, repeats=args.repeats, size=_parse_size(args.size),
+                           large=_parse_size(args.large) if args.large else None, device=args.device)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    width, height = (int(v) for v in text.lower().split("x"))
+    return width, height
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fusion_core", description="DGD-Fusion: multimodal image fusion")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_fuse, _add_train, _add_bench):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ImageLoadError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Building blocks of DGD-Fusion, one module per paper concept."""

@@ -1,0 +1,135 @@
+"""The denoising UNet eps_theta(x_t, t) of DGD-Fusion (paper fig. 2b; DESIGN §2.4).
+
+Encoder: 4 stages of DFE then GFS, each followed by a stride-2 convolution; bottleneck: one GFS; decoder:
+4 stages of upsample, skip concatenation, DFE then GFS. The net knows nothing of betas: it maps a noisy
+pair x_t and its timesteps to the predicted noise, and exposes its decoder features for the fusion head.
+
+Space-to-depth: the UNet runs at 1/s resolution (pixel unshuffle in, pixel shuffle out, as latent
+diffusion runs at reduced resolution). A measurement on a 2-core CPU (DESIGN §2.4) put a full-resolution
+UNet at about 29 s per 640x480 pair against about 0.6 s with s = 4; the fusion head's full-resolution
+source branches carry the fine detail, so s = 4 is the CPU default and s = 2 the GPU one.
+
+Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import UNetConfig
+from ..layers.common import Downsample, PlainConvBlock, PlainResidualBlock, Upsample, group_norm
+from ..layers.dynamic_conv import DynamicFeatureExtractor
+from ..layers.embeddings import TimeEmbedding
+from ..layers.gated import GatedFeatureSelection
+
+
+@dataclass
+class UNetOutput:
+    """eps (B, 4, H, W); decoder features from deepest to last, (B, C_i, H_i, W_i); intermediates by layer.
+
+    ``intermediates`` maps "down1.dfe" to alpha (B, M) and "down1.gfs" to the gate mean (B, 1, H_i, W_i).
+    """
+
+    eps: torch.Tensor
+    features: list[torch.Tensor]
+    intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class DynamicGatedStage(nn.Module):
+    """One UNet stage: DFE (or a plain conv block) then GFS (or a plain residual block)."""
+
+    def __init__(self, in_channels: int, out_channels: int, config: UNetConfig):
+        super().__init__()
+        common = {"time_embed_dim": config.time_embed_dim, "norm_groups": config.norm_groups}
+        if config.use_dfe:
+            self.extract = DynamicFeatureExtractor(in_channels, out_channels, num_experts=config.num_experts,
+                                                   kernel_size=config.kernel_size, **common)
+        else:
+            self.extract = PlainConvBlock(in_channels, out_channels, kernel_size=config.kernel_size,
+                                          norm_groups=config.norm_groups)
+        select = GatedFeatureSelection if config.use_gfs else PlainResidualBlock
+        self.select = select(out_channels, out_channels, dropout=config.dropout, **common)
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor, name: str,
+                record: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """x (B, C_in, H, W) -> (B, C_out, H, W); writes alpha and gate into ``record`` when given."""
+        h, alpha = self.extract(x, t_emb)
+        h, gate = self.select(h, t_emb)
+        if record is not None:
+            if alpha is not None:
+                record[f"{name}.dfe"] = alpha
+            if gate is not None:
+                record[f"{name}.gfs"] = gate
+        return h
+
+
+class DenoisingUNet(nn.Module):
+    """eps_theta(x_t, t): (B, 4, H, W), (B,) -> (B, 4, H, W); H and W multiples of ``config.stride``."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        s2, widths = config.space_to_depth ** 2, config.channels
+        common = {"time_embed_dim": config.time_embed_dim, "norm_groups": config.norm_groups,
+                  "dropout": config.dropout}
+        self.time_embed = TimeEmbedding(config.time_embed_dim)
+        self.stem = nn.Conv2d(config.in_channels * s2, widths[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        previous = widths[0]
+        for width in widths:
+            self.down.append(DynamicGatedStage(previous, width, config))
+            self.downsample.append(Downsample(width, width))
+            previous = width
+        select = GatedFeatureSelection if config.use_gfs else PlainResidualBlock
+        self.mid = select(previous, previous, **common)
+        self.upsample = nn.ModuleList()
+        self.up = nn.ModuleList()
+        for width in reversed(widths):
+            self.upsample.append(Upsample(previous))
+            self.up.append(DynamicGatedStage(previous + width, width, config))
+            previous = width
+        self.out = nn.Sequential(group_norm(previous, config.norm_groups), nn.SiLU(),
+                                 nn.Conv2d(previous, config.in_channels * s2, 3, padding=1))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Predicted noise eps (B, 4, H, W)."""
+        return self.forward_features(x_t, t).eps
+
+    def forward_features(self, x_t: torch.Tensor, t: torch.Tensor,
+                         return_intermediates: bool = False) -> UNetOutput:
+        """Run the UNet and keep every decoder stage's features (and, if asked, alpha and gates)."""
+        self._check_size(x_t)
+        record: dict[str, torch.Tensor] | None = {} if return_intermediates else None
+        t_emb = self.time_embed(t)  # (B, D)
+        # 1. space to depth: (B, 4, H, W) -> (B, 4 s^2, H/s, W/s)
+        h = self.stem(F.pixel_unshuffle(x_t, self.config.space_to_depth))
+        # 2. encoder: DFE + GFS, keep the skip, downsample
+        skips = []
+        for i, (stage, down) in enumerate(zip(self.down, self.downsample), start=1):
+            h = stage(h, t_emb, f"down{i}", record)
+            skips.append(h)
+            h = down(h)
+        # 3. bottleneck: one GFS
+        h, gate = self.mid(h, t_emb)
+        if record is not None and gate is not None:
+            record["mid.gfs"] = gate
+        # 4. decoder: upsample, concatenate the skip, DFE + GFS
+        features = []
+        for i, (upsample, stage) in enumerate(zip(self.upsample, self.up), start=1):
+            h = torch.cat([upsample(h), skips.pop()], dim=1)
+            h = stage(h, t_emb, f"up{i}", record)
+            features.append(h)
+        # 5. depth to space: back to (B, 4, H, W)
+        eps = F.pixel_shuffle(self.out(h), self.config.space_to_depth)
+        return UNetOutput(eps=eps, features=features, intermediates=record or {})
+
+    def _check_size(self, x: torch.Tensor) -> None:
+        stride = self.config.stride
+        if x.shape[-2] % stride or x.shape[-1] % stride:
+            raise ValueError(f"UNet input {tuple(x.shape[-2:])} must have sides divisible by {stride}; "
+                             "pad it first (layers.common.pad_to_multiple)")

@@ -1,0 +1,291 @@
+"""Two-stage training of DGD-Fusion (DESIGN §2.1, §2.7; paper §2.1.1), on one CPU or many GPUs.
+
+Stage 1 trains the denoising UNet with the diffusion loss; stage 2 freezes it and trains the fusion head
+with the unsupervised fusion loss. Adam, lr 1e-4 (the paper). Everything random in step s (which pairs,
+where they are cropped, the flips, the timesteps and the noise) comes from a generator seeded with
+(seed, step, rank), so a resumed run continues exactly where it stopped. Checkpoints are whole folders
+written atomically (weights, optimiser state, step); a stop request saves and returns. Under torchrun the
+trained module is wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from safetensors.torch import load_file, save
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import WEIGHTS_NAME, load_pipeline, save_pipeline
+from .color import LUMA_WEIGHTS
+from .config import TrainConfig
+from .data import PairDataset
+from .imaging import write_png
+from .losses import FusionLoss
+from .pipeline import FusionPipeline
+
+STATE_NAME = "train_state.json"
+OPTIMIZER_NAME = "optimizer.safetensors"
+LOG_NAME = "train_log.jsonl"
+PREVIEW_SIZE = 256
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What the progress callback receives: every ``log_every`` steps, at checkpoints and at the end."""
+
+    stage: int
+    step: int
+    total_steps: int
+    losses: dict[str, float]
+    crops_per_second: float
+    eta_seconds: float
+    preview: np.ndarray | None = None
+    checkpoint: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a call to ``train`` ended."""
+
+    out_dir: Path
+    stage: int
+    step: int
+    stopped: bool
+    wall_seconds: float
+    crops_per_second: float
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str | None = None) -> DistributedContext:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1), else a single process.
+
+    nccl with one GPU per process (LOCAL_RANK) on CUDA, gloo on CPU.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
+    if world_size == 1:
+        return DistributedContext(device=torch.device(device or ("cuda" if use_cuda else "cpu")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    target = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    return DistributedContext(rank=dist.get_rank(), world_size=world_size, device=target)
+
+
+def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, out_dir: str | os.PathLike, *,
+          resume: bool = False, progress: Callable[[TrainProgress], None] | None = None,
+          stop: threading.Event | None = None, context: DistributedContext | None = None,
+          card: str = "") -> TrainResult:
+    """Train stage ``config.stage`` of ``pipeline`` in place, checkpointing to ``out_dir``.
+
+    Args:
+        resume: continue from the checkpoint in ``out_dir`` (same stage: from its step; an earlier stage:
+            its weights, from step 0).
+        progress: called with a TrainProgress every ``config.log_every`` steps.
+        stop: when set, the run saves a checkpoint and returns with ``stopped=True``.
+        card: model card text written with every checkpoint.
+    """
+    context = context or DistributedContext()
+    out_dir = Path(out_dir)
+    pipeline.to(context.device)
+    trained = pipeline.unet if config.stage == 1 else pipeline.head
+    frozen = pipeline.head if config.stage == 1 else pipeline.unet
+    frozen.requires_grad_(False).eval()
+    trained.requires_grad_(True).train()
+    optimizer = torch.optim.Adam(trained.parameters(), lr=config.lr)
+    start_step, elapsed = _restore(pipeline, optimizer, config, out_dir, resume, context.device)
+    model = _wrap(trained, context)
+    run = _StepRunner(pipeline, model, dataset, config, context)
+    losses: dict[str, float] = {}
+    began, step = time.perf_counter(), start_step
+    while step < config.steps and not (stop is not None and stop.is_set()):
+        losses = run.step(optimizer, step)
+        step += 1
+        seconds = time.perf_counter() - began
+        speed = (step - start_step) * config.batch_size * context.world_size / max(seconds, 1e-9)
+        report = TrainProgress(config.stage, step, config.steps, losses, speed,
+                               (config.steps - step) * config.batch_size * context.world_size / max(speed, 1e-9))
+        if context.is_main:
+            report = _periodic(pipeline, dataset, config, out_dir, optimizer, report, elapsed + seconds, card)
+            if progress is not None and (step % config.log_every == 0 or report.checkpoint or step == config.steps):
+                progress(report)
+    wall = elapsed + time.perf_counter() - began
+    if context.is_main:
+        _save(pipeline, optimizer, config, out_dir, step, wall, card)
+    pipeline.eval()
+    speed = (step - start_step) * config.batch_size * context.world_size / max(time.perf_counter() - began, 1e-9)
+    return TrainResult(out_dir, config.stage, step, step < config.steps, wall, speed, losses)
+
+
+class _StepRunner:
+    """One optimisation step of either stage, all randomness from the per-step generator."""
+
+    def __init__(self, pipeline: FusionPipeline, model: nn.Module, dataset: PairDataset, config: TrainConfig,
+                 context: DistributedContext):
+        self.pipeline, self.model, self.dataset = pipeline, model, dataset
+        self.config, self.context = config, context
+        self.loss = FusionLoss(pipeline.config.loss)
+        self.luma = torch.tensor(LUMA_WEIGHTS, device=context.device)[None, :, None, None]  # (1, 3, 1, 1)
+
+    def step(self, optimizer: torch.optim.Optimizer, step: int) -> dict[str, float]:
+        c, ctx = self.config, self.context
+        generator = torch.Generator().manual_seed(_step_seed(c.seed, step, ctx.rank))
+        indices = torch.randint(len(self.dataset), (c.batch_size,), generator=generator).tolist()
+        a, b = self.dataset.crop_batch(indices, c.crop, generator)
+        a, b = a.to(ctx.device), b.to(ctx.device)
+        with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=ctx.device.type == "cuda"):
+            if c.stage == 1:
+                losses = self._diffusion_loss(a, b, generator)
+            else:
+                losses = self._fusion_loss(a, b, generator)
+        optimizer.zero_grad(set_to_none=True)
+        losses.pop("total").backward()
+        optimizer.step()
+        return losses
+
+    def _diffusion_loss(self, a: torch.Tensor, b: torch.Tensor, generator: torch.Generator) -> dict:
+        x0 = torch.cat([a, b], dim=1) * 2 - 1  # (B, 4, c, c) in [-1, 1]
+        diffusion = self.pipeline.diffusion
+        t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        loss = diffusion.training_loss(self.model, x0, t, noise)
+        return {"total": loss, "diffusion": loss.item()}
+
+    def _fusion_loss(self, a: torch.Tensor, b: torch.Tensor, generator: torch.Generator) -> dict:
+        timesteps = _jitter(self.pipeline.config.head.feature_timesteps, self.config.timestep_jitter,
+                            self.pipeline.diffusion.num_timesteps, generator)
+        x0 = torch.cat([a, b], dim=1) * 2 - 1
+        with torch.no_grad():
+            features, _ = self.pipeline.unet_features(x0, timesteps, generator)
+        y_b = (b * self.luma).sum(dim=1, keepdim=True)  # (B, 1, c, c) BT.601 luma
+        t = torch.tensor([timesteps], device=a.device).expand(a.shape[0], -1)  # (B, T)
+        y_fused = self.model(a, y_b, features, t).y_fused.float()
+        out = self.loss(y_fused, a, y_b)
+        return {"total": out.total, "fusion": out.total.item(), "intensity": out.intensity,
+                "gradient": out.gradient, "ssim": out.ssim}
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step) * 257 + rank
+
+
+def _jitter(timesteps: tuple[int, ...], amount: float, num_timesteps: int, generator: torch.Generator
+            ) -> tuple[int, ...]:
+    """Each feature timestep scaled by exp(U(-amount, amount)), kept in [1, T): the head learns to read t."""
+    scales = torch.exp((torch.rand(len(timesteps), generator=generator) * 2 - 1) * amount)
+    return tuple(int(min(max(round(t * s), 1), num_timesteps - 1)) for t, s in zip(timesteps, scales.tolist()))
+
+
+def _wrap(module: nn.Module, context: DistributedContext) -> nn.Module:
+    if context.world_size == 1:
+        return module
+    ids = [context.device.index] if context.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def _restore(pipeline: FusionPipeline, optimizer: torch.optim.Optimizer, config: TrainConfig, out_dir: Path,
+             resume: bool, device: torch.device) -> tuple[int, float]:
+    """Load weights (and, for the same stage, optimiser state and step). Returns (start step, wall so far)."""
+    if not resume or not (out_dir / WEIGHTS_NAME).exists():
+        return 0, 0.0
+    state = read_train_state(out_dir)
+    pipeline.load_state_dict(load_pipeline(out_dir).state_dict())
+    pipeline.to(device)
+    if state.get("stage") != config.stage:
+        return 0, 0.0
+    optimizer.load_state_dict(_optimizer_from_file(out_dir / OPTIMIZER_NAME, state["param_groups"], device))
+    return int(state["step"]), float(state.get("wall_seconds", 0.0))
+
+
+def _periodic(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, out_dir: Path,
+              optimizer: torch.optim.Optimizer, report: TrainProgress, wall: float, card: str) -> TrainProgress:
+    """Rank 0's bookkeeping after a step: the JSON-lines log, previews and checkpoints."""
+    step, changes = report.step, {}
+    if step % config.log_every == 0 or step == config.steps:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        line = {"stage": config.stage, "step": step, **report.losses, "crops_per_second": report.crops_per_second,
+                "eta_seconds": report.eta_seconds, "time": time.time()}
+        with open(out_dir / LOG_NAME, "a") as log:
+            log.write(json.dumps(line) + "\n")
+    if config.preview_every and step % config.preview_every == 0:
+        changes["preview"] = _preview(pipeline, dataset, out_dir, step)
+    if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+        changes["checkpoint"] = _save(pipeline, optimizer, config, out_dir, step, wall, card)
+    return TrainProgress(**{**asdict(report), **changes}) if changes else report
+
+
+def _preview(pipeline: FusionPipeline, dataset: PairDataset, out_dir: Path, step: int) -> np.ndarray:
+    """Fuse the centre of the dataset's first pair with the current weights; saved under previews/."""
+    a, b = dataset.a[0], dataset.b[0]
+    top, left = max((a.shape[0] - PREVIEW_SIZE) // 2, 0), max((a.shape[1] - PREVIEW_SIZE) // 2, 0)
+    box = np.s_[top:top + PREVIEW_SIZE, left:left + PREVIEW_SIZE]
+    modes = [m.training for m in (pipeline.unet, pipeline.head)]
+    fused = pipeline.eval().fuse(a[box], b[box]).fused
+    pipeline.unet.train(modes[0])
+    pipeline.head.train(modes[1])
+    (out_dir / "previews").mkdir(parents=True, exist_ok=True)
+    write_png(out_dir / "previews" / f"step_{step:07d}.png", fused)
+    return fused
+
+
+def _save(pipeline: FusionPipeline, optimizer: torch.optim.Optimizer, config: TrainConfig, out_dir: Path,
+          step: int, wall: float, card: str) -> Path:
+    optimizer_state = optimizer.state_dict()
+    tensors = {f"{index}.{name}": torch.as_tensor(value).detach().cpu().contiguous()
+               for index, entries in optimizer_state["state"].items() for name, value in entries.items()}
+    state = {"stage": config.stage, "step": step, "wall_seconds": wall, "train_config": asdict(config),
+             "hardware": hardware_description(), "param_groups": optimizer_state["param_groups"]}
+    extras = {OPTIMIZER_NAME: save(tensors), STATE_NAME: (json.dumps(state, indent=2) + "\n").encode()}
+    return save_pipeline(out_dir, pipeline, card, extras)
+
+
+def _optimizer_from_file(path: Path, param_groups: list[dict], device: torch.device) -> dict:
+    """Rebuild an optimiser state dict from flat safetensors (no pickle) and the groups in the JSON state."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(path, device=str(device)).items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": param_groups}
+
+
+def read_train_state(out_dir: str | os.PathLike) -> dict:
+    """The training state of a checkpoint folder ({} when there is none): stage, step, wall_seconds, ..."""
+    path = Path(out_dir) / STATE_NAME
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def hardware_description() -> str:
+    """e.g. 'NVIDIA H100 80GB HBM3' or 'CPU x86_64, 2 cores'."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU {platform.machine()}, {os.cpu_count()} cores"
+
+
+def steps_for_minutes(minutes: float, crops_per_second: float, batch_size: int) -> int:
+    """How many steps fit a time budget at a measured throughput."""
+    return max(1, math.floor(minutes * 60 * crops_per_second / batch_size))
