@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .baselines import BASELINES
 from .checkpoint import load_pipeline
 from .config import PRESETS, TrainConfig
-from .data import PairDataset, find_pairs
+from .data import PairDataset, find_pairs, write_split
+from .evaluate import FusionMethod, evaluate_folder, pipeline_method
 from .imaging import ImageLoadError, read_pair, write_dicom_secondary_capture, write_png, write_tiff16
 from .pipeline import FusionPipeline, build_pipeline
 from .train import TrainProgress, hardware_description, read_train_state, setup_distributed, train
@@ -79,7 +81,8 @@ def _run_fuse(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train stage 1 (UNet), stage 2 (fusion head) or both")
-    p.add_argument("--data", required=True, help="folder of pairs ({ir,vi}, {MRI,CT|PET|SPECT} or {A,B})")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="one or more folders of pairs ({ir,vi}, {MRI,CT|PET|SPECT} or {A,B}), trained on together")
     p.add_argument("--out", required=True, help="checkpoint folder to write (and resume from)")
     p.add_argument("--stage", default="both", choices=["1", "2", "both"])
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
@@ -99,7 +102,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     context = setup_distributed(args.device)
     pipeline = load_pipeline(args.init) if args.init else build_pipeline(PRESETS[args.preset])
-    dataset = PairDataset(find_pairs(args.data))
+    dataset = PairDataset([pair for root in args.data for pair in find_pairs(root)])
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]
     if args.resume and args.stage == "both" and read_train_state(args.out).get("stage") == 2:
         stages = [2]  # stage 1 finished before the stop
@@ -135,7 +138,7 @@ def _training_card(args: argparse.Namespace, config: TrainConfig, pairs: int, wo
     return "\n".join([
         f"# DGD-Fusion checkpoint ({args.preset} preset)",
         "",
-        f"- data: `{args.data}` ({pairs} pairs)",
+        f"- data: {', '.join(f'`{root}`' for root in args.data)} ({pairs} pairs)",
         f"- initialised from: `{args.init}`" if args.init else "- initialised from: random weights",
         f"- stage {config.stage}: {config.steps} steps, batch {config.batch_size} x {world_size} process(es), "
         f"crop {config.crop}, Adam lr {config.lr}, seed {config.seed}",
@@ -144,6 +147,69 @@ def _training_card(args: argparse.Namespace, config: TrainConfig, pairs: int, wo
         "- wall time and metrics: see train_state.json and the evaluation section below",
         "",
     ])
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="fuse a folder of pairs with several methods and tabulate the metrics")
+    p.add_argument("pairs", help="folder of pairs ({ir,vi}, {MRI,CT|PET|SPECT} or {A,B})")
+    p.add_argument("--methods", default="dgd," + ",".join(BASELINES),
+                   help="comma-separated: dgd (the --checkpoint network), NAME=CHECKPOINT_DIR for another "
+                        f"checkpoint, or baselines {', '.join(BASELINES)}")
+    p.add_argument("--checkpoint", help="checkpoint of the dgd method (default: the bundled dgd-general)")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="architecture without a checkpoint")
+    p.add_argument("--convention", default="standard", choices=["standard", "published"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise for every pair")
+    p.add_argument("--no-reuse", action="store_true", help="fuse again even where a fused image exists")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="folder for fused images, CSV and Markdown tables, bar chart")
+    p.set_defaults(run=_run_evaluate)
+
+
+def parse_methods(text: str, checkpoint: str | None, preset: str, device: str, seed: int
+                  ) -> dict[str, FusionMethod]:
+    """``dgd,average,NAME=DIR,...`` -> method name -> fusion function (networks loaded once each)."""
+    methods: dict[str, FusionMethod] = {}
+    for token in filter(None, (t.strip() for t in text.split(","))):
+        name, _, directory = token.partition("=")
+        if directory:
+            methods[name] = pipeline_method(load_pipeline(directory, device), seed)
+        elif name == "dgd":
+            methods[name] = pipeline_method(resolve_pipeline(checkpoint, preset, device), seed)
+        elif name in BASELINES:
+            methods[name] = BASELINES[name]
+        else:
+            raise ValueError(f"unknown method {name!r}; use dgd, NAME=CHECKPOINT_DIR or one of {', '.join(BASELINES)}")
+    return methods
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device, args.seed)
+    bar = tqdm(total=len(find_pairs(args.pairs)) * len(methods), desc="evaluate", unit="image")
+
+    def progress(done: int, total: int, description: str) -> None:
+        bar.n = done
+        bar.set_postfix_str(description)
+
+    result = evaluate_folder(args.pairs, methods, args.out, convention=args.convention, progress=progress,
+                             reuse=not args.no_reuse)
+    bar.close()
+    print(result.files["means_md"].read_text())
+    print(f"{result.num_pairs} pairs x {len(methods)} methods -> {args.out}")
+    return 0
+
+
+def _add_split(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("split", help="hold out every N-th pair (by sorted name) as a test split")
+    p.add_argument("pairs", help="folder of pairs")
+    p.add_argument("--every", type=int, default=5, help="one test pair in every N (default 5: positions 4, 9, ...)")
+    p.add_argument("--out", required=True, help="writes OUT/train and OUT/test with the same sub-folders")
+    p.set_defaults(run=_run_split)
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    counts = write_split(args.pairs, args.out, args.every)
+    print(f"{counts['train']} train and {counts['test']} test pairs -> {args.out}/train, {args.out}/test")
+    return 0
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -178,7 +244,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fusion_core", description="DGD-Fusion: multimodal image fusion")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_fuse, _add_train, _add_bench):
+    for add in (_add_fuse, _add_train, _add_evaluate, _add_split, _add_bench):
         add(sub)
     return parser
 

@@ -13,6 +13,7 @@ Folder names are matched case-insensitively. ``PairDataset`` holds the pairs in 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,43 @@ def find_pairs(root: str | Path) -> list[ImagePair]:
     if not images_a:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder_a} and {folder_b}")
     return [ImagePair(name, images_a[name], images_b[name]) for name in sorted(images_a)]
+
+
+def split_pairs(pairs: list[ImagePair], every: int = 5) -> tuple[list[ImagePair], list[ImagePair]]:
+    """Deterministic hold-out: sort by name; positions every-1, 2*every-1, ... are test, the rest train.
+
+    With ``every = 5`` this is the project's Harvard split (positions 4, 9, 14, ...). Returns (train, test).
+    """
+    if every < 2:
+        raise ValueError(f"every must be at least 2 (one test pair in every N), got {every}")
+    ordered = sorted(pairs, key=lambda p: p.name)
+    test = ordered[every - 1::every]
+    return [p for p in ordered if p not in test], test
+
+
+def write_split(root: str | Path, out_dir: str | Path, every: int = 5) -> dict[str, int]:
+    """Copy the pairs of root into out_dir/train and out_dir/test with root's folder names (``split_pairs``).
+
+    Files are hard-linked where the file system allows, copied otherwise. Returns the pair count per split.
+    """
+    pairs = find_pairs(root)
+    counts = {}
+    for split, chosen in zip(("train", "test"), split_pairs(pairs, every)):
+        for pair in chosen:
+            for source in (pair.a, pair.b):
+                target = Path(out_dir) / split / source.parent.name / source.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    _link_or_copy(source, target)
+        counts[split] = len(chosen)
+    return counts
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class PairDataset(Dataset):

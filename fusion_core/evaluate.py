@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import torch
 from scipy.stats import rankdata
 
 from .color import luma
 from .data import find_pairs
 from .imaging import LoadedImage, read_image, to_uint8, write_png
 from .metrics import HIGHER_IS_BETTER, METRICS, PAPER_METRICS, compute_metrics, get_convention
+from .pipeline import FusionPipeline
 
 FusionMethod = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (a (H, W), b (H, W[, 3])) in [0, 1] -> fused
 Progress = Callable[[int, int, str], None]  # (done, total, description)
@@ -162,6 +164,15 @@ def plot_means(path: Path, means: Mapping[str, Mapping[str, float]], convention:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
+
+
+def pipeline_method(pipeline: FusionPipeline, seed: int = 0) -> FusionMethod:
+    """The network as an evaluation method: each pair fused with the diffusion noise seeded by ``seed``."""
+
+    def fuse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return pipeline.fuse(a, b, generator=torch.Generator().manual_seed(seed)).fused
+
+    return fuse
 
 
 def _as_metric_input(image: LoadedImage) -> np.ndarray:
