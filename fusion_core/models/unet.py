@@ -12,7 +12,8 @@ source branches carry the fine detail, so s = 4 is the CPU default and s = 2 the
 Input skip (our addition): the folded input has 4 s^2 channels (64 for s = 4), more than the first stage's
 width, so a UNet that sees x_t only through its stem cannot pass the noise through; the stage-1 loss of
 such a UNet stalled at 0.89 on MSRS. The output convolution therefore reads the folded x_t beside the last
-decoder features, which brought the loss down to
+decoder features; with it the same run (6000 steps of 8 crops of 128x128) ended at 0.15 (mean of the last
+1000 steps).
 
 Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 """
