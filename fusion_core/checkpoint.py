@@ -77,7 +77,10 @@ def load_pipeline(directory: str | os.PathLike, device: str | torch.device = "cp
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{weights} is not a valid safetensors file ({error}); pickled weights are "
                               "refused, convert them with safetensors.torch.save_file") from error
-    missing, unexpected = pipeline.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = pipeline.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # tensors whose shapes differ raise even with strict=False
+        raise CheckpointError(f"{weights} does not match {CONFIG_NAME}: {error}") from error
     if missing or unexpected:
         raise CheckpointError(f"{weights} does not match {CONFIG_NAME}: missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}")

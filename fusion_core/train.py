@@ -119,6 +119,7 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
     trained.requires_grad_(True).train()
     optimizer = torch.optim.Adam(trained.parameters(), lr=config.lr)
     start_step, elapsed = _restore(pipeline, optimizer, config, out_dir, resume, context.device)
+    _broadcast_weights(pipeline, context)
     model = _wrap(trained, context)
     run = _StepRunner(pipeline, model, dataset, config, context)
     losses: dict[str, float] = {}
@@ -199,6 +200,19 @@ def _jitter(timesteps: tuple[int, ...], amount: float, num_timesteps: int, gener
     """Each feature timestep scaled by exp(U(-amount, amount)), kept in [1, T): the head learns to read t."""
     scales = torch.exp((torch.rand(len(timesteps), generator=generator) * 2 - 1) * amount)
     return tuple(int(min(max(round(t * s), 1), num_timesteps - 1)) for t, s in zip(timesteps, scales.tolist()))
+
+
+def _broadcast_weights(pipeline: FusionPipeline, context: DistributedContext) -> None:
+    """Give every rank rank 0's weights, the frozen module included.
+
+    DDP only broadcasts the module it wraps, and torch seeds each process differently, so without this a
+    rank would keep its own random frozen half (stage 2 from scratch: a different UNet per rank).
+    """
+    if context.world_size == 1:
+        return
+    with torch.no_grad():
+        for tensor in pipeline.state_dict().values():
+            dist.broadcast(tensor, src=0)
 
 
 def _wrap(module: nn.Module, context: DistributedContext) -> nn.Module:

@@ -46,3 +46,13 @@ def make_pair(rng: np.random.Generator, height: int, width: int, colour: bool = 
 
 
 ALL_PRESETS = sorted(PRESETS)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads, and on a 2-core machine busy with other work, idle threads
+    spinning at barriers made single tests take seconds instead of milliseconds."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

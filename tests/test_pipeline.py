@@ -1,0 +1,212 @@
+"""FusionPipeline.fuse: any size, bit-for-bit determinism, B's colour kept, intermediates, tiling, input checks."""
+
+import numpy as np
+import pytest
+import torch
+
+from fusion_core.color import luma, rgb_to_ycbcr
+from fusion_core.config import PRESETS
+from fusion_core.pipeline import DEFAULT_SEED, FusionPipeline
+from conftest import ALL_PRESETS, make_pair, tiny
+
+STAGES = [f"{side}{i}" for side in ("down", "up") for i in range(1, 5)]
+
+
+def seeded(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (37, 53)])
+@pytest.mark.parametrize("name", ALL_PRESETS)
+def test_fuse_every_preset_keeps_the_input_size(name, size, rng):
+    torch.manual_seed(0)
+    pipeline = FusionPipeline(tiny(PRESETS[name])).eval()
+    a, b = make_pair(rng, *size)
+    result = pipeline.fuse(a, b)
+    assert result.fused.shape == (*size, 3) and result.fused.dtype == np.uint8
+    assert result.y_fused.shape == size and result.y_fused.dtype == np.float32
+    assert np.isfinite(result.y_fused).all()
+    assert ((result.y_fused >= 0) & (result.y_fused <= 1)).all()
+    assert result.tiles == 1 and result.timesteps == (5, 50, 100)
+
+
+def test_same_input_and_seed_give_identical_output(tiny_pipeline, rng):
+    a, b = make_pair(rng, 37, 53)
+    first = tiny_pipeline.fuse(a, b, generator=seeded(7))
+    again = tiny_pipeline.fuse(a, b, generator=seeded(7))
+    other = tiny_pipeline.fuse(a, b, generator=seeded(8))
+    assert np.array_equal(first.fused, again.fused)
+    assert np.array_equal(first.y_fused, again.y_fused)
+    assert not np.array_equal(first.y_fused, other.y_fused)
+
+
+def test_default_generator_is_seeded_on_every_call(tiny_pipeline, rng):
+    a, b = make_pair(rng, 32, 32)
+    first, again = tiny_pipeline.fuse(a, b), tiny_pipeline.fuse(a, b)
+    explicit = tiny_pipeline.fuse(a, b, generator=seeded(DEFAULT_SEED))
+    assert np.array_equal(first.y_fused, again.y_fused)
+    assert np.array_equal(first.y_fused, explicit.y_fused)
+
+
+def test_fuse_leaves_the_global_random_state_alone(tiny_pipeline, rng):
+    a, b = make_pair(rng, 32, 32)
+    state = torch.get_rng_state()
+    tiny_pipeline.fuse(a, b)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_colour_b_keeps_its_chroma_exactly(tiny_pipeline, rng):
+    a, b = make_pair(rng, 37, 53)
+    result = tiny_pipeline.fuse(a, b)
+    # Changing only Y adds the same amount to R, G and B, and B is whole numbers, so rounding shifts all
+    # three channels by the same integer: where nothing was clipped, Cb and Cr are B's exactly.
+    unclipped = ((result.fused > 0) & (result.fused < 255)).all(axis=-1)
+    assert unclipped.mean() > 0.5
+    shift = result.fused.astype(np.int64) - b.astype(np.int64)
+    assert (shift[..., 0] == shift[..., 1])[unclipped].all() and (shift[..., 0] == shift[..., 2])[unclipped].all()
+    chroma_out = rgb_to_ycbcr(result.fused, peak=255.0)[..., 1:]
+    chroma_b = rgb_to_ycbcr(b, peak=255.0)[..., 1:]
+    np.testing.assert_allclose(chroma_out[unclipped], chroma_b[unclipped], rtol=0, atol=1e-9)
+    # and the luma is Y_F up to the uint8 rounding
+    y_out = luma(result.fused) / 255.0
+    assert np.abs(y_out - result.y_fused)[unclipped].max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("gray_shape", ["2d", "one_channel"])
+def test_gray_b_gives_a_gray_output(tiny_pipeline, rng, gray_shape):
+    a, b = make_pair(rng, 37, 53, colour=False)
+    b = b if gray_shape == "2d" else b[..., None]
+    result = tiny_pipeline.fuse(a, b)
+    assert result.fused.shape == (37, 53) and result.fused.dtype == np.uint8
+    assert np.array_equal(result.fused, np.rint(result.y_fused * 255).astype(np.uint8))
+
+
+def test_gray_b_fuses_like_the_same_b_repeated_to_rgb(tiny_pipeline, rng):
+    a, b = make_pair(rng, 32, 32, colour=False)
+    gray = tiny_pipeline.fuse(a, b)
+    rgb = tiny_pipeline.fuse(a, np.repeat(b[..., None], 3, axis=2))
+    np.testing.assert_allclose(gray.y_fused, rgb.y_fused, rtol=0, atol=1e-6)
+
+
+def test_uint16_and_float_inputs_match_uint8(tiny_pipeline, rng):
+    a, b = make_pair(rng, 32, 32)
+    reference = tiny_pipeline.fuse(a, b).y_fused
+    as_float = tiny_pipeline.fuse(a / 255.0, b / 255.0).y_fused
+    as_uint16 = tiny_pipeline.fuse(a.astype(np.uint16) * 257, b.astype(np.uint16) * 257).y_fused
+    np.testing.assert_allclose(as_float, reference, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(as_uint16, reference, rtol=0, atol=1e-5)
+
+
+def test_intermediates_when_asked(tiny_pipeline, rng):
+    a, b = make_pair(rng, 37, 53)
+    record = tiny_pipeline.fuse(a, b, return_intermediates=True).intermediates
+    num_t, experts = 3, tiny_pipeline.config.unet.num_experts
+    assert set(record) == ({f"{s}.dfe" for s in STAGES} | {f"{s}.gfs" for s in STAGES}
+                           | {"mid.gfs", "glsa1", "glsa2"})
+    for stage in STAGES:
+        alpha = record[f"{stage}.dfe"]
+        assert alpha.shape == (num_t, experts)
+        np.testing.assert_allclose(alpha.sum(-1), 1, rtol=0, atol=1e-5)
+        gate = record[f"{stage}.gfs"]
+        assert gate.ndim == 3 and gate.shape[0] == num_t
+        assert ((gate > 0) & (gate < 1)).all()
+    # 37x53 is padded to 64x64; the UNet's first stage runs at 32x32, cropped to the unpadded 19x27
+    assert record["down1.gfs"].shape == (num_t, 19, 27)
+    for name in ("glsa1", "glsa2"):
+        assert record[name].shape == (19, 27)
+        assert ((record[name] > 0) & (record[name] < 1)).all()
+
+
+def test_no_intermediates_unless_asked(tiny_pipeline, rng):
+    a, b = make_pair(rng, 32, 32)
+    assert tiny_pipeline.fuse(a, b).intermediates == {}
+
+
+def test_intermediates_do_not_change_the_output(tiny_pipeline, rng):
+    a, b = make_pair(rng, 32, 32)
+    plain = tiny_pipeline.fuse(a, b)
+    recorded = tiny_pipeline.fuse(a, b, return_intermediates=True)
+    assert np.array_equal(plain.fused, recorded.fused)
+
+
+def test_tiled_fusion_is_close_to_untiled(tiny_pipeline, rng):
+    a, b = make_pair(rng, 70, 90)
+    whole = tiny_pipeline.fuse(a, b)
+    tiny_pipeline.tile_size, tiny_pipeline.tile_overlap = 32, 8
+    tiled = tiny_pipeline.fuse(a, b, return_intermediates=True)
+    assert tiled.tiles == 12 and whole.tiles == 1
+    assert tiled.fused.shape == (70, 90, 3) and tiled.y_fused.shape == (70, 90)
+    assert tiled.intermediates == {} and any("tiles" in w for w in tiled.warnings)
+    # Not equal: each tile draws its own noise and sees only its own context (norm statistics, pooled
+    # global context, channel attention), so a loose bound of a few grey levels.
+    assert np.abs(tiled.y_fused - whole.y_fused).max() < 0.02
+
+
+def test_tiles_are_placed_and_blended_exactly(tiny_pipeline, rng, monkeypatch):
+    """With a tile function that returns its own Y_A, the blended image must be Y_A everywhere."""
+    a, b = make_pair(rng, 70, 90)
+    tiles = []
+
+    def echo(y_a, b_rgb, timesteps, generator, return_intermediates):
+        tiles.append(y_a.shape)
+        return y_a.copy(), {}
+
+    monkeypatch.setattr(tiny_pipeline, "_fuse_tile", echo)
+    tiny_pipeline.tile_size, tiny_pipeline.tile_overlap = 32, 8
+    result = tiny_pipeline.fuse(a, b)
+    assert result.tiles == len(tiles) == 12 and all(t == (32, 32) for t in tiles)
+    np.testing.assert_allclose(result.y_fused, a / 255.0, rtol=0, atol=1e-6)
+
+
+def test_tile_edges_are_ramped_not_cut(tiny_pipeline, rng, monkeypatch):
+    """Tiles that disagree completely (alternately 0 and 1) still blend without a jump at their edges."""
+    a, b = make_pair(rng, 70, 90)
+    count = iter(range(100))
+
+    def alternate(y_a, b_rgb, timesteps, generator, return_intermediates):
+        return np.full(y_a.shape, next(count) % 2, dtype=np.float32), {}
+
+    monkeypatch.setattr(tiny_pipeline, "_fuse_tile", alternate)
+    tiny_pipeline.tile_size, tiny_pipeline.tile_overlap = 32, 8
+    y = tiny_pipeline.fuse(a, b).y_fused
+    assert y.min() < 0.01 and y.max() > 0.99
+    # a hard cut would jump by 1 between neighbours; an 8-pixel linear ramp moves about 1/8 per pixel
+    assert np.abs(np.diff(y, axis=0)).max() < 0.25
+    assert np.abs(np.diff(y, axis=1)).max() < 0.25
+
+
+@pytest.mark.parametrize("a_shape, b_shape, kwargs, message", [
+    ((32, 32), (32, 40, 3), {}, "same size"),
+    ((1, 32, 32, 1), (32, 32, 3), {}, r"expected \(H, W\)"),
+    ((32, 32), (32, 32, 4), {}, r"expected \(H, W\)"),
+    ((1, 32), (1, 32), {}, ">= 2"),
+    ((32, 32), (32, 32), {"feature_timesteps": (5, 50)}, "reads 3 feature timesteps"),
+    ((32, 32), (32, 32), {"feature_timesteps": (5, 50, 1000)}, r"must lie in \[0, 1000\)"),
+    ((32, 32), (32, 32), {"feature_timesteps": (-1, 50, 100)}, r"must lie in \[0, 1000\)"),
+])
+def test_bad_shapes_and_timesteps_are_refused(tiny_pipeline, a_shape, b_shape, kwargs, message):
+    a, b = np.zeros(a_shape, dtype=np.uint8), np.zeros(b_shape, dtype=np.uint8)
+    with pytest.raises(ValueError, match=message):
+        tiny_pipeline.fuse(a, b, **kwargs)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.full((32, 32), np.nan, dtype=np.float32), "NaN"),
+    (np.full((32, 32), 1.5, dtype=np.float32), r"outside \[0, 1\].*scale it"),
+    (np.full((32, 32), -0.1), r"outside \[0, 1\]"),
+    (np.zeros((32, 32), dtype=np.int32), "dtype int32"),
+    ([[0, 1], [1, 0]], "numpy array"),
+])
+def test_bad_values_are_refused(tiny_pipeline, bad, message):
+    good = np.zeros((32, 32), dtype=np.uint8)
+    with pytest.raises(ValueError, match=message):
+        tiny_pipeline.fuse(bad, good)
+    with pytest.raises(ValueError, match=message):
+        tiny_pipeline.fuse(good, bad)
+
+
+def test_random_weights_are_reported(tiny_pipeline, tiny_config, rng):
+    a, b = make_pair(rng, 32, 32)
+    assert any("random weights" in w for w in tiny_pipeline.fuse(a, b).warnings)
+    trained = FusionPipeline(tiny_config, trained=True).eval()
+    assert trained.fuse(a, b).warnings == ()

@@ -1,0 +1,209 @@
+"""Training on a tiny config and a tiny synthetic dataset in tmp_path: exact resume, stop requests, atomic
+checkpoints, the JSON-lines log, a 2-process gloo run under torchrun, and the ``train`` command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fusion_core import checkpoint
+from fusion_core.checkpoint import load_pipeline, save_pipeline
+from fusion_core.cli import main
+from fusion_core.config import FusionConfig, TrainConfig
+from fusion_core.data import PairDataset
+from fusion_core.imaging import write_png
+from fusion_core.pipeline import FusionPipeline
+from fusion_core.train import LOG_NAME, TrainProgress, read_train_state, train
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKPOINT_FILES = {"config.json", "model.safetensors", "MODEL_CARD.md", "optimizer.safetensors",
+                    "train_state.json", LOG_NAME}
+STAGE_LOSSES = {1: {"diffusion"}, 2: {"fusion", "intensity", "gradient", "ssim"}}
+
+DDP_SCRIPT = """
+import json
+import sys
+from pathlib import Path
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
+from fusion_core.config import FusionConfig, TrainConfig
+from fusion_core.data import PairDataset
+from fusion_core.pipeline import FusionPipeline
+from fusion_core.train import setup_distributed, train
+
+data, out, config = Path(sys.argv[1]), Path(sys.argv[2]), FusionConfig.from_dict(json.loads(sys.argv[3]))
+context = setup_distributed("cpu")
+torch.manual_seed(context.rank)  # a different start on each rank: training must begin from rank 0's weights
+pipeline = FusionPipeline(config)
+train_config = TrainConfig(stage=1, steps=3, batch_size=2, crop=32, checkpoint_every=0, preview_every=0)
+result = train(pipeline, PairDataset.from_folder(data), train_config, out / "checkpoint", context=context)
+state = {name: tensor.contiguous() for name, tensor in pipeline.state_dict().items()}
+save_file(state, out / f"rank{context.rank}.safetensors")
+report = {"world_size": context.world_size, "backend": dist.get_backend(), "step": result.step,
+          "losses": result.losses}
+(out / f"rank{context.rank}.json").write_text(json.dumps(report))
+dist.destroy_process_group()
+"""
+
+
+def _write_dataset(root: Path, sizes=((40, 48), (36, 36), (48, 40)), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for index, (height, width) in enumerate(sizes):
+        for folder, shape in (("ir", (height, width)), ("vi", (height, width, 3))):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            write_png(root / folder / f"{index:03d}.png", rng.integers(0, 256, shape, dtype=np.uint8))
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return _write_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def dataset(data_dir) -> PairDataset:
+    return PairDataset.from_folder(data_dir)
+
+
+@pytest.fixture
+def restore_sigint():
+    """The train command installs a SIGINT handler; give pytest its own back."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+def _pipeline(config: FusionConfig, seed: int = 0) -> FusionPipeline:
+    torch.manual_seed(seed)
+    return FusionPipeline(config)
+
+
+def _train_config(stage: int, steps: int, **overrides) -> TrainConfig:
+    options = {"batch_size": 2, "crop": 32, "checkpoint_every": 0, "preview_every": 0, "log_every": 1}
+    return TrainConfig(stage=stage, steps=steps, **{**options, **overrides})
+
+
+def _stop_at(step: int, stop: threading.Event):
+    def progress(report: TrainProgress) -> None:
+        if report.step == step:
+            stop.set()
+    return progress
+
+
+def _assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:
+    assert left.keys() == right.keys()
+    different = [name for name in left if not torch.equal(left[name].cpu(), right[name].cpu())]
+    assert not different
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tiny_config, dataset, tmp_path, stage):
+    whole = _pipeline(tiny_config)
+    train(whole, dataset, _train_config(stage, 10), tmp_path / "whole")
+    stop = threading.Event()
+    first = train(_pipeline(tiny_config), dataset, _train_config(stage, 10), tmp_path / "parts",
+                  progress=_stop_at(5, stop), stop=stop)
+    assert first.stopped and first.step == 5
+    resumed = _pipeline(tiny_config, seed=1)  # different weights: everything must come from the checkpoint
+    second = train(resumed, dataset, _train_config(stage, 10), tmp_path / "parts", resume=True)
+    assert not second.stopped and second.step == 10
+    _assert_same_weights(resumed.state_dict(), whole.state_dict())
+
+
+def test_stop_request_leaves_a_loadable_checkpoint_at_the_step_reached(tiny_config, dataset, tmp_path):
+    out, stop = tmp_path / "run", threading.Event()
+    pipeline = _pipeline(tiny_config)
+    result = train(pipeline, dataset, _train_config(1, 10, checkpoint_every=2), out,
+                   progress=_stop_at(3, stop), stop=stop)
+    assert result.stopped and result.step == 3
+    assert read_train_state(out)["step"] == 3
+    _assert_same_weights(load_pipeline(out).state_dict(), pipeline.state_dict())
+    assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES
+
+
+def test_failed_checkpoint_write_keeps_the_previous_checkpoint_whole(tiny_config, dataset, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(_pipeline(tiny_config), dataset, _train_config(1, 2), out)
+    before = {name: (out / name).read_bytes() for name in CHECKPOINT_FILES - {LOG_NAME}}
+
+    def crash_half_way(tensors, path, metadata=None):
+        Path(path).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        train(_pipeline(tiny_config), dataset, _train_config(1, 4), out, resume=True)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES
+    assert read_train_state(out)["step"] == 2
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_train_log_lines_are_json_with_the_stage_losses(tiny_config, dataset, tmp_path, stage):
+    train(_pipeline(tiny_config), dataset, _train_config(stage, 4, log_every=2), tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
+    assert [(line["stage"], line["step"]) for line in lines] == [(stage, 2), (stage, 4)]
+    for line in lines:
+        assert STAGE_LOSSES[stage] <= line.keys()
+        assert all(math.isfinite(line[name]) for name in STAGE_LOSSES[stage])
+
+
+def test_two_process_gloo_run_ends_with_identical_weights_on_both_ranks(tiny_config, data_dir, tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(data_dir), str(tmp_path),
+               json.dumps(tiny_config.to_dict())]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [(r["world_size"], r["backend"], r["step"]) for r in reports] == [(2, "gloo", 3)] * 2
+    assert reports[0]["losses"] != reports[1]["losses"]  # each rank saw its own crops...
+    rank0, rank1 = (load_file(tmp_path / f"rank{rank}.safetensors") for rank in (0, 1))
+    _assert_same_weights(rank0, rank1)  # ...yet the averaged gradients kept the weights in step
+    _assert_same_weights(load_pipeline(tmp_path / "checkpoint").state_dict(), rank0)
+    start = _pipeline(tiny_config, seed=0)  # rank 0's starting weights
+    _assert_same_weights({n: t for n, t in rank0.items() if n.startswith("head.")},
+                         {f"head.{n}": t for n, t in start.head.state_dict().items()})  # frozen in stage 1
+    assert any(not torch.equal(rank0[f"unet.{n}"], t) for n, t in start.unet.state_dict().items())
+
+
+@pytest.mark.parametrize("make_mismatch, named", [
+    (lambda root: (root / "vi" / "001.png").unlink(), ["001.png"]),
+    (lambda root: write_png(root / "vi" / "001.png", np.zeros((10, 12, 3), np.uint8)),
+     ["ir/001.png", "vi/001.png"]),
+], ids=["missing-partner", "different-sizes"])
+def test_train_command_refuses_a_mismatched_folder_naming_the_files(data_dir, tmp_path, capsys, restore_sigint,
+                                                                   make_mismatch, named):
+    make_mismatch(data_dir)
+    code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--steps", "1"])
+    message = capsys.readouterr().err
+    assert code != 0 and message.startswith("error:")
+    assert all(name in message for name in named)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_command_init_fine_tunes_from_a_checkpoint(tiny_config, data_dir, tmp_path, capsys, restore_sigint):
+    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    out = tmp_path / "out"
+    code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
+                 "--steps", "2", "--batch", "2", "--crop", "32", "--checkpoint-every", "0", "--preview-every", "0"])
+    assert code == 0
+    before, after = load_pipeline(start), load_pipeline(out)
+    assert after.config == tiny_config
+    _assert_same_weights(after.unet.state_dict(), before.unet.state_dict())  # frozen in stage 2
+    head_before, head_after = before.head.state_dict(), after.head.state_dict()
+    assert any(not torch.equal(head_after[name], head_before[name]) for name in head_before)
