@@ -241,10 +241,88 @@ def _parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _add_ablation(sub: argparse._SubParsersAction) -> None:
+    from .experiments import ABLATION_VARIANTS
+
+    p = sub.add_parser("ablation", help="train and evaluate the paper's Table 4 variants under one budget and seed")
+    p.add_argument("--data", required=True, nargs="+", help="one or more folders of training pairs")
+    p.add_argument("--test", required=True, help="folder of test pairs the variants are evaluated on")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-minutes", type=float,
+                        help="training time of all variants together, shared evenly and turned into one step "
+                             "count by a short warm-up of every variant")
+    budget.add_argument("--steps", type=int, help="steps per variant (stage 1 + stage 2) instead of a budget")
+    p.add_argument("--variants", default=",".join(ABLATION_VARIANTS), help="comma-separated preset names")
+    p.add_argument("--out", required=True, help="folder for the variants' checkpoints, tables, curves and report")
+    defaults = TrainConfig()
+    p.add_argument("--crop", type=int, default=defaults.crop)
+    p.add_argument("--batch", type=int, default=defaults.batch_size)
+    p.add_argument("--seed", type=int, default=defaults.seed, help="data order and initial weights of every variant")
+    p.add_argument("--convention", default="standard", choices=["standard", "published"])
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.set_defaults(run=_run_ablation)
+
+
+def _run_ablation(args: argparse.Namespace) -> int:
+    from .experiments import run_ablation
+
+    bar, current = tqdm(unit="step"), []
+
+    def progress(variant: str, report: TrainProgress) -> None:
+        if current != [variant, report.stage]:
+            current[:] = [variant, report.stage]
+            bar.reset(total=report.total_steps)
+            bar.set_description(f"{variant} stage {report.stage}")
+        _bar_callback(bar)(report)
+
+    result = run_ablation(args.data, args.test, args.out, budget_minutes=args.budget_minutes, steps=args.steps,
+                          variants=args.variants.split(","),
+                          base_train_config=TrainConfig(batch_size=args.batch, crop=args.crop, seed=args.seed),
+                          progress=progress, device=args.device, convention=args.convention)
+    bar.close()
+    print(result.files["ablation_md"].read_text())
+    print(f"{len(result.runs)} variants x {result.plan.steps} steps -> {result.files['report_md']}")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="the paper's comparison table: metric means and the reference's lead in %%")
+    p.add_argument("--data", required=True, help="folder of test pairs")
+    p.add_argument("--methods", default="dgd," + ",".join(BASELINES),
+                   help="comma-separated: dgd (the --checkpoint network), NAME=CHECKPOINT_DIR, or baselines "
+                        f"{', '.join(BASELINES)}")
+    p.add_argument("--reference", default="dgd", help="the method whose lead over each other one is reported")
+    p.add_argument("--checkpoint", help="checkpoint of the dgd method (default: the bundled dgd-general)")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="architecture without a checkpoint")
+    p.add_argument("--convention", default="standard", choices=["standard", "published"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise for every pair")
+    p.add_argument("--no-reuse", action="store_true", help="fuse again even where a fused image exists")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="folder for fused images, tables and the bar chart")
+    p.set_defaults(run=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from .experiments import run_comparison
+
+    methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device, args.seed)
+    bar = tqdm(total=len(find_pairs(args.data)) * len(methods), desc="compare", unit="image")
+
+    def progress(done: int, total: int, description: str) -> None:
+        bar.n = done
+        bar.set_postfix_str(description)
+
+    result = run_comparison(args.data, methods, args.out, reference=args.reference, convention=args.convention,
+                            progress=progress, reuse=not args.no_reuse)
+    bar.close()
+    print(result.files["comparison_md"].read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fusion_core", description="DGD-Fusion: multimodal image fusion")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_fuse, _add_train, _add_evaluate, _add_split, _add_bench):
+    for add in (_add_fuse, _add_train, _add_evaluate, _add_split, _add_bench, _add_ablation, _add_compare):
         add(sub)
     return parser
 

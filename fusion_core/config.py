@@ -126,10 +126,17 @@ GPU = FusionConfig(
     unet=UNetConfig(channels=(64, 128, 256, 256), space_to_depth=2, time_embed_dim=256, norm_groups=32),
     head=FusionHeadConfig(channels=48, num_heads=4, head_downsample=1, time_embed_dim=256),
 )
+# For quick trial runs (the app's training tab, smoke tests): about a tenth of the cpu preset's work.
+TINY = FusionConfig(
+    name="tiny",
+    unet=UNetConfig(channels=(8, 16, 16, 16), space_to_depth=4, time_embed_dim=32, norm_groups=4),
+    head=FusionHeadConfig(channels=8, num_heads=2, time_embed_dim=32),
+)
 
 PRESETS: dict[str, FusionConfig] = {
     "cpu": CPU,
     "gpu": GPU,
+    "tiny": TINY,
     "ALL": _variant("ALL", CPU),
     "DFE+GCFS": _variant("DFE+GCFS", CPU, glsa=False),
     "DFE+GLSA": _variant("DFE+GLSA", CPU, gfs=False),

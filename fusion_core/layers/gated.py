@@ -10,7 +10,6 @@ Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .common import group_norm

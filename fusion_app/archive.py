@@ -1,0 +1,85 @@
+"""Zip archives in and out of the app: uploaded zips of pairs unpacked safely, checkpoints zipped for download.
+
+An upload is untrusted: every entry is checked before anything is written (no absolute paths, no '..', no
+symbolic links, a cap on the entry count and on the declared uncompressed size, which ``zipfile`` enforces
+while reading, so a lying header cannot unpack more).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from fusion_core import find_pairs
+
+MAX_ZIP_FILES = 2000
+MAX_ZIP_BYTES = 512 * 2**20
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "MODEL_CARD.md", "train_state.json", "train_log.jsonl")
+
+
+def _check_members(members: list[zipfile.ZipInfo], max_files: int, max_bytes: int) -> None:
+    """Refuse absolute paths, '..' parts, symbolic links, too many entries and too many bytes."""
+    if not members:
+        raise ValueError("the zip is empty")
+    if len(members) > max_files:
+        raise ValueError(f"the zip has {len(members)} entries, more than the limit of {max_files}")
+    total = sum(m.file_size for m in members)
+    if total > max_bytes:
+        raise ValueError(f"the zip unpacks to {total / 2**20:.0f} MiB, more than the limit of "
+                         f"{max_bytes / 2**20:.0f} MiB")
+    for member in members:
+        name = member.filename.replace("\\", "/")
+        if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+            raise ValueError(f"the zip entry {member.filename!r} has an absolute path")
+        if ".." in PurePosixPath(name).parts:
+            raise ValueError(f"the zip entry {member.filename!r} points outside the folder ('..')")
+        if (member.external_attr >> 16) & 0o170000 == 0o120000:
+            raise ValueError(f"the zip entry {member.filename!r} is a symbolic link")
+
+
+def unpack_zip(path: str, dest: Path, max_files: int = MAX_ZIP_FILES, max_bytes: int = MAX_ZIP_BYTES) -> Path:
+    """Unpack an uploaded zip of pairs into ``dest`` safely; returns the folder that holds the pairs.
+
+    Every entry is checked before anything is written (``_check_members``); macOS resource forks are skipped.
+    The pairs may sit at the top of the zip or inside one folder (a zipped folder).
+    Raises:
+        ValueError: an unreadable or unsafe zip, or one without a pair layout.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise ValueError("the upload is not a readable zip file") from None
+    with archive:
+        members = [m for m in archive.infolist() if not m.filename.replace("\\", "/").startswith("__MACOSX/")]
+        _check_members(members, max_files, max_bytes)
+        for member in members:
+            target = dest.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
+            if member.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+    folders = [p for p in dest.iterdir() if p.is_dir()]
+    return folders[0] if len(folders) == 1 and not _has_layout(dest) else dest
+
+
+def _has_layout(folder: Path) -> bool:
+    try:
+        find_pairs(folder)
+    except ValueError:
+        return False
+    return True
+
+
+
+def zip_checkpoint(folder: Path, name: str) -> Path:
+    """The checkpoint files of ``folder`` as ``<name>.zip`` beside it (weights, config, card, training state)."""
+    path = folder.parent / f"{name}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in CHECKPOINT_FILES:
+            if (folder / file).is_file():
+                archive.write(folder / file, f"{name}/{file}")
+    return path
