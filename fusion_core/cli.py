@@ -12,6 +12,7 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -149,9 +150,8 @@ def _training_card(args: argparse.Namespace, config: TrainConfig, pairs: int, wo
     ])
 
 
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="fuse a folder of pairs with several methods and tabulate the metrics")
-    p.add_argument("pairs", help="folder of pairs ({ir,vi}, {MRI,CT|PET|SPECT} or {A,B})")
+def _add_method_flags(p: argparse.ArgumentParser) -> None:
+    """The flags evaluate and compare share: methods, the network's checkpoint, convention, seed, reuse."""
     p.add_argument("--methods", default="dgd," + ",".join(BASELINES),
                    help="comma-separated: dgd (the --checkpoint network), NAME=CHECKPOINT_DIR for another "
                         f"checkpoint, or baselines {', '.join(BASELINES)}")
@@ -161,6 +161,23 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise for every pair")
     p.add_argument("--no-reuse", action="store_true", help="fuse again even where a fused image exists")
     p.add_argument("--device", default="cpu")
+
+
+def _progress_bar(total: int, description: str) -> tuple[tqdm, Callable[[int, int, str], None]]:
+    """A tqdm bar and the (done, total, description) callback evaluate_folder reports to."""
+    bar = tqdm(total=total, desc=description, unit="image")
+
+    def progress(done: int, total: int, text: str) -> None:
+        bar.n = done
+        bar.set_postfix_str(text)
+
+    return bar, progress
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="fuse a folder of pairs with several methods and tabulate the metrics")
+    p.add_argument("pairs", help="folder of pairs ({ir,vi}, {MRI,CT|PET|SPECT} or {A,B})")
+    _add_method_flags(p)
     p.add_argument("--out", required=True, help="folder for fused images, CSV and Markdown tables, bar chart")
     p.set_defaults(run=_run_evaluate)
 
@@ -184,11 +201,7 @@ def parse_methods(text: str, checkpoint: str | None, preset: str, device: str, s
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device, args.seed)
-    bar = tqdm(total=len(find_pairs(args.pairs)) * len(methods), desc="evaluate", unit="image")
-
-    def progress(done: int, total: int, description: str) -> None:
-        bar.n = done
-        bar.set_postfix_str(description)
+    bar, progress = _progress_bar(len(find_pairs(args.pairs)) * len(methods), "evaluate")
 
     result = evaluate_folder(args.pairs, methods, args.out, convention=args.convention, progress=progress,
                              reuse=not args.no_reuse)
@@ -288,16 +301,8 @@ def _run_ablation(args: argparse.Namespace) -> int:
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="the paper's comparison table: metric means and the reference's lead in %%")
     p.add_argument("--data", required=True, help="folder of test pairs")
-    p.add_argument("--methods", default="dgd," + ",".join(BASELINES),
-                   help="comma-separated: dgd (the --checkpoint network), NAME=CHECKPOINT_DIR, or baselines "
-                        f"{', '.join(BASELINES)}")
     p.add_argument("--reference", default="dgd", help="the method whose lead over each other one is reported")
-    p.add_argument("--checkpoint", help="checkpoint of the dgd method (default: the bundled dgd-general)")
-    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="architecture without a checkpoint")
-    p.add_argument("--convention", default="standard", choices=["standard", "published"])
-    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise for every pair")
-    p.add_argument("--no-reuse", action="store_true", help="fuse again even where a fused image exists")
-    p.add_argument("--device", default="cpu")
+    _add_method_flags(p)
     p.add_argument("--out", required=True, help="folder for fused images, tables and the bar chart")
     p.set_defaults(run=_run_compare)
 
@@ -306,11 +311,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from .experiments import run_comparison
 
     methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device, args.seed)
-    bar = tqdm(total=len(find_pairs(args.data)) * len(methods), desc="compare", unit="image")
-
-    def progress(done: int, total: int, description: str) -> None:
-        bar.n = done
-        bar.set_postfix_str(description)
+    bar, progress = _progress_bar(len(find_pairs(args.data)) * len(methods), "compare")
 
     result = run_comparison(args.data, methods, args.out, reference=args.reference, convention=args.convention,
                             progress=progress, reuse=not args.no_reuse)
