@@ -76,6 +76,7 @@ WINDOWS = {  # UI label -> read_image(window=...)
 DEFAULT_WINDOW = next(iter(WINDOWS))
 MAX_PIXELS = 4096 * 4096  # larger pairs fuse (in tiles) but the metrics and baselines then take minutes on a CPU
 KEEP_OUTPUTS_SECONDS = 3600
+ZERO_GPU_CHUNK_STEPS = 200  # steps per lent GPU call on ZeroGPU: well inside its default 60 s per call
 
 DESCRIPTION = """\
 # DGD-Fusion: multimodal image fusion with a dynamic-gating diffusion network
@@ -300,8 +301,10 @@ class FusionApp:
     def __init__(self, models: ModelStore | None = None, work_dir: Path | None = None, poll_seconds: float = 1.0):
         self.models = models or ModelStore()
         self.work_dir = Path(work_dir or Path(tempfile.gettempdir()) / "dgd-fusion-app")
-        # On ZeroGPU a GPU exists only inside decorated calls, so a background run trains on the CPU there.
-        self.trainer = Trainer("cuda" if torch.cuda.is_available() and spaces is None else "cpu")
+        if spaces is not None:  # ZeroGPU: a GPU only inside decorated calls, so train in checkpointed chunks
+            self.trainer = Trainer("cuda", chunk_steps=ZERO_GPU_CHUNK_STEPS, accelerate=_on_accelerator)
+        else:
+            self.trainer = Trainer("cuda" if torch.cuda.is_available() else "cpu")
         self.poll_seconds = poll_seconds
 
     def _output_dir(self, kind: str, prune: bool = True) -> Path:

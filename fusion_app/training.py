@@ -6,8 +6,10 @@ its stop event; the UI only reads the job.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from fusion_core import (
     PairDataset,
     TrainConfig,
     TrainProgress,
+    TrainResult,
     hardware_description,
     setup_distributed,
     train,
@@ -65,10 +68,18 @@ class Trainer:
 
     torch's intra-op thread count is per thread: the worker takes half the cores and fusing callers
     (``fusion_threads``) the other half while a run is on, so the two do not oversubscribe the CPU.
+
+    With ``chunk_steps``, each stage runs as calls of at most that many steps, each wrapped by ``accelerate``
+    and checkpointed at its end, the next one resuming from the folder. That is how a Hugging Face ZeroGPU
+    Space trains: a GPU is lent per decorated call, for a limited time, possibly in another process, so
+    the run's state must live in its checkpoint between calls.
     """
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", chunk_steps: int | None = None,
+                 accelerate: Callable[[Callable], Callable] = lambda fn: fn):
         self.device = device
+        self.chunk_steps = chunk_steps
+        self.accelerate = accelerate
         self.cores = torch.get_num_threads()
         self.job: TrainingJob | None = None
         self._lock = threading.Lock()
@@ -101,11 +112,9 @@ class Trainer:
     def _work(self, job: TrainingJob, pipeline, dataset, configs, card, on_done) -> None:
         torch.set_num_threads(max(1, self.cores - self.cores // 2))
         try:
-            context = setup_distributed(self.device)
             for index, config in enumerate(configs):
                 job.stage_index, job.latest = index, None
-                result = train(pipeline, dataset, config, job.out_dir, resume=index > 0, progress=job.record,
-                               stop=self._stop, context=context, card=card)
+                result = self._run_stage(job, pipeline, dataset, config, card, resume=index > 0)
                 if result.stopped:
                     job.stopped = True
                     break
@@ -115,6 +124,25 @@ class Trainer:
         finally:
             job.done = True
             self._lock.release()
+
+
+    def _run_stage(self, job: TrainingJob, pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig,
+                   card: str, resume: bool) -> TrainResult:
+        """One stage, whole or in chunks of ``chunk_steps`` (each resuming from the previous checkpoint)."""
+        if not self.chunk_steps:
+            return self._train(job, pipeline, dataset, config, card, resume)
+        result = None
+        for end in range(self.chunk_steps, config.steps + self.chunk_steps, self.chunk_steps):
+            chunk = dataclasses.replace(config, steps=min(end, config.steps))
+            result = self.accelerate(self._train)(job, pipeline, dataset, chunk, card, resume or end > self.chunk_steps)
+            if result.stopped or self._stop.is_set():
+                return dataclasses.replace(result, stopped=result.step < config.steps)
+        return result
+
+    def _train(self, job: TrainingJob, pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig,
+               card: str, resume: bool) -> TrainResult:
+        return train(pipeline, dataset, config, job.out_dir, resume=resume, progress=job.record, stop=self._stop,
+                     context=setup_distributed(self.device), card=card)
 
 
 def progress_html(job: TrainingJob) -> str:

@@ -1,0 +1,50 @@
+"""fusion_app.training: a run split into checkpointed chunks (as on ZeroGPU) equals the same run in one call."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conftest import make_pair
+from fusion_app.training import Trainer, TrainingJob
+from fusion_core import FusionPipeline, PairDataset, TrainConfig, find_pairs, load_pipeline, write_png
+
+
+def _run(trainer: Trainer, tiny_config, data: Path, out: Path) -> TrainingJob:
+    torch.manual_seed(0)
+    pipeline = FusionPipeline(tiny_config)
+    configs = [TrainConfig(stage=stage, steps=7, batch_size=2, crop=32, checkpoint_every=0, preview_every=0,
+                           log_every=1) for stage in (1, 2)]
+    job = TrainingJob(name=out.name, out_dir=out, steps_per_stage=7, stages=(1, 2))
+    trainer.start(job, pipeline, PairDataset(find_pairs(data)), configs, "", lambda _: None)
+    for _ in range(1200):  # the worker thread marks the job done, failed or not
+        if job.done:
+            break
+        time.sleep(0.1)
+    assert job.done and job.error is None, job.error
+    return job
+
+
+def test_chunked_run_equals_one_run(tiny_config, rng, tmp_path):
+    data = tmp_path / "pairs"
+    for index in range(2):
+        a, b = make_pair(rng, 40, 40)
+        for folder, image in (("ir", a), ("vi", b)):
+            (data / folder).mkdir(parents=True, exist_ok=True)
+            write_png(data / folder / f"{index}.png", image)
+    calls = []
+
+    def accelerate(fn):
+        calls.append(fn)
+        return fn
+
+    whole = _run(Trainer(), tiny_config, data, tmp_path / "whole")
+    chunked = _run(Trainer(chunk_steps=3, accelerate=accelerate), tiny_config, data, tmp_path / "chunked")
+    assert len(calls) == 6  # 3 + 3 + 1 steps in each of the two stages
+    assert whole.error is None and chunked.error is None and chunked.step == whole.step == 14
+    expected = load_pipeline(whole.out_dir).state_dict()
+    for name, value in load_pipeline(chunked.out_dir).state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), expected[name].numpy(), err_msg=name)
