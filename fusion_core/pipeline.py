@@ -162,7 +162,7 @@ class FusionPipeline(nn.Module):
 
     def _check_timesteps(self, timesteps: tuple[int, ...] | None) -> tuple[int, ...]:
         default = self.config.head.feature_timesteps
-        timesteps = tuple(int(t) for t in (timesteps or default))
+        timesteps = default if timesteps is None else tuple(int(t) for t in timesteps)
         if len(timesteps) != len(default):
             raise ValueError(f"this model reads {len(default)} feature timesteps, got {len(timesteps)}: {timesteps}")
         if not all(0 <= t < self.diffusion.num_timesteps for t in timesteps):

@@ -181,6 +181,7 @@ def test_tile_edges_are_ramped_not_cut(tiny_pipeline, rng, monkeypatch):
     ((32, 32), (32, 32, 4), {}, r"expected \(H, W\)"),
     ((1, 32), (1, 32), {}, ">= 2"),
     ((32, 32), (32, 32), {"feature_timesteps": (5, 50)}, "reads 3 feature timesteps"),
+    ((32, 32), (32, 32), {"feature_timesteps": ()}, "reads 3 feature timesteps, got 0"),
     ((32, 32), (32, 32), {"feature_timesteps": (5, 50, 1000)}, r"must lie in \[0, 1000\)"),
     ((32, 32), (32, 32), {"feature_timesteps": (-1, 50, 100)}, r"must lie in \[0, 1000\)"),
 ])
