@@ -68,6 +68,7 @@ FROM_SCRATCH = "random weights (preset below)"
 NETWORK = "DGD-Fusion"
 WINDOWS = {  # UI label -> read_image(window=...)
     "stored window (full range when none)": None,
+    "full range": "full",
     "brain (W 80, L 40)": "brain",
     "soft tissue (W 350, L 50)": "soft_tissue",
     "bone (W 2000, L 500)": "bone",

@@ -9,7 +9,7 @@ helpers and re-raises ``DicomError`` as ``ImageLoadError``. Choices made here:
 * Gray pixels: stored values -> modality LUT (rescale slope/intercept, ``apply_modality_lut``) -> window
   -> MONOCHROME1 inversion. The window is the DICOM linear VOI function (PS3.3 C.11.2.1.2.1) scaled to
   [0, 1]: the stored one (first value when several), a ``WINDOW_PRESETS`` name or an explicit
-  (width, level); with none, min..max of the modality values is stretched linearly. VOI LUT tables and
+  (width, level); with none, or with ``FULL_RANGE``, min..max of the modality values is stretched linearly. VOI LUT tables and
   the SIGMOID function are not used.
 * Colour pixels (RGB, YBR converted to RGB by pydicom, palette through its LUT) divide by the stored bit
   range and are never windowed.
@@ -42,6 +42,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+FULL_RANGE = "full"  # the window option that ignores any stored window: the whole range of the values
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {  # name -> (width, level), Hounsfield units
     "brain": (80.0, 40.0),
     "soft_tissue": (350.0, 50.0),
@@ -163,11 +164,11 @@ def frame_geometry(dataset: Dataset) -> tuple[int, int, int]:
 
 
 def check_window(window) -> str | tuple[float, float] | None:
-    """Validate a ``window`` option: None, a ``WINDOW_PRESETS`` name or (width, level) with width > 1."""
-    if window is None or (isinstance(window, str) and window in WINDOW_PRESETS):
+    """Validate a ``window`` option: None, ``FULL_RANGE``, a ``WINDOW_PRESETS`` name or (width, level), width > 1."""
+    if window is None or window == FULL_RANGE or (isinstance(window, str) and window in WINDOW_PRESETS):
         return window
     if isinstance(window, str):
-        raise DicomError(f"unknown window preset {window!r}; use one of {', '.join(WINDOW_PRESETS)}")
+        raise DicomError(f"unknown window preset {window!r}; use one of {', '.join(WINDOW_PRESETS)} or {FULL_RANGE!r}")
     try:
         width, level = (float(v) for v in window)
     except (TypeError, ValueError) as exc:
@@ -224,6 +225,8 @@ def _stored_window(dataset: Dataset) -> tuple[float, float] | None:
 
 def _choose_window(dataset: Dataset, window) -> tuple[tuple[float, float] | None, str, list[str]]:
     """(width, level), or None for the full range; where it came from; warnings."""
+    if window == FULL_RANGE:
+        return None, "full range", []
     if isinstance(window, str):
         notes = [] if dataset.get("Modality") == "CT" else [f"window preset {window!r} is in HU, meant for CT"]
         return WINDOW_PRESETS[window], f"preset {window}", notes

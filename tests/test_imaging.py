@@ -265,6 +265,12 @@ def test_preset_and_explicit_window_replace_the_stored_one():
     assert explicit.dicom.window_source == "explicit" and WINDOW_PRESETS["lung"] == (1500, -600)
 
 
+def test_full_range_option_ignores_the_stored_window():
+    image = read_image(_hu_dataset(WindowCenter=40, WindowWidth=81), window="full")  # HU -48..200 -> 0..1
+    np.testing.assert_allclose(image.pixels, [[0.0, 68 / 248, 88 / 248, 108 / 248, 1.0]], atol=1e-6)
+    assert image.dicom.window_source == "full range"
+
+
 def test_full_range_without_stored_window_and_monochrome1_inverted():
     plain = read_image(_hu_dataset())
     expected = np.array([[-48, 20, 40, 60, 200]]) + 48.0
