@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .baselines import BASELINES
 from .checkpoint import load_pipeline
-from .config import PRESETS, TrainConfig
+from .config import PRESETS, LossConfig, TrainConfig
 from .data import PairDataset, find_pairs, write_split
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
 from .imaging import ImageLoadError, read_pair, write_dicom_secondary_capture, write_png, write_tiff16
@@ -97,12 +97,26 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             continue
         flags = [f"--{f.name.replace('_', '-')}"] + (["--batch"] if f.name == "batch_size" else [])
         p.add_argument(*flags, dest=f.name, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
+    for f in dataclasses.fields(LossConfig):
+        p.add_argument(f"--loss-{f.name}", dest=f"loss_{f.name}", type=float,
+                       help=f"stage-2 loss weight of the {f.name} term (default: the model's config)")
     p.set_defaults(run=_run_train)
+
+
+def _with_loss_weights(pipeline: FusionPipeline, args: argparse.Namespace) -> FusionPipeline:
+    """Apply --loss-* weights to the pipeline's config (saved with its checkpoints)."""
+    weights = {f.name: getattr(args, f"loss_{f.name}") for f in dataclasses.fields(LossConfig)}
+    weights = {name: value for name, value in weights.items() if value is not None}
+    if weights:
+        loss = dataclasses.replace(pipeline.config.loss, **weights)
+        pipeline.config = dataclasses.replace(pipeline.config, loss=loss)
+    return pipeline
 
 
 def _run_train(args: argparse.Namespace) -> int:
     context = setup_distributed(args.device)
     pipeline = load_pipeline(args.init) if args.init else build_pipeline(PRESETS[args.preset])
+    pipeline = _with_loss_weights(pipeline, args)
     dataset = PairDataset([pair for root in args.data for pair in find_pairs(root)])
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]
     if args.resume and args.stage == "both" and read_train_state(args.out).get("stage") == 2:

@@ -207,3 +207,14 @@ def test_train_command_init_fine_tunes_from_a_checkpoint(tiny_config, data_dir, 
     _assert_same_weights(after.unet.state_dict(), before.unet.state_dict())  # frozen in stage 2
     head_before, head_after = before.head.state_dict(), after.head.state_dict()
     assert any(not torch.equal(head_after[name], head_before[name]) for name in head_before)
+
+
+def test_train_command_loss_weights_are_saved_with_the_checkpoint(tiny_config, data_dir, tmp_path, restore_sigint):
+    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    out = tmp_path / "out"
+    code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
+                 "--steps", "1", "--batch", "2", "--crop", "32", "--checkpoint-every", "0", "--preview-every", "0",
+                 "--loss-gradient", "3.5"])
+    assert code == 0
+    loss = load_pipeline(out).config.loss
+    assert loss.gradient == 3.5 and loss.intensity == tiny_config.loss.intensity
