@@ -1,7 +1,7 @@
 """The browser app: its handlers called directly, then the launched app through gradio_client.
 
 The network runs with random weights of the tiny preset throughout (an empty checkpoint folder): these tests
-check the plumbing and the messages, not fusion quality. Never reads ../shared.
+check the plumbing and the messages, not fusion quality. Never reads outside the repository.
 """
 
 from __future__ import annotations

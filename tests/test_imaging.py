@@ -1,7 +1,7 @@
 """Tests for fusion_core.imaging (and the DICOM half in fusion_core.dicom).
 
 Every fixture is made here (Pillow, pydicom, numpy) or is one of pydicom's bundled test files; nothing is
-read from ../shared and nothing touches the network.
+read from outside the repository and nothing touches the network.
 """
 
 from __future__ import annotations
