@@ -2,7 +2,8 @@
 
 Figures are built with ``matplotlib.figure.Figure`` directly, never pyplot, so concurrent requests do not share
 global state. Maps come from ``FusionResult.intermediates``: "<layer>.dfe" expert weights (T, M),
-"<layer>.gfs" gate maps (T, h, w), "glsa<k>" attention maps (h, w).
+"<layer>.gfs" gate maps (T, h, w), "<layer>.gfs_activity" gate statistics (T, 3), "glsa<k>" attention maps
+(h, w) and "weight_map" the head's share of A (h, w).
 """
 
 from __future__ import annotations
@@ -39,42 +40,71 @@ def expert_figure(intermediates: dict[str, np.ndarray], timesteps: tuple[int, ..
 
 
 def gate_figure(intermediates: dict[str, np.ndarray], timesteps: tuple[int, ...]) -> Figure | None:
-    """Heat maps of the GFS gate (mean over channels), one row per timestep, one column per layer."""
+    """GFS gates: per layer, the activity statistics (bars), then the gate map (mean over channels) of every
+    feature timestep, each on its own colour scale whose true range the colour bar shows."""
     layers = [name for name in intermediates if name.endswith(".gfs")]
     if not layers:
         return None
-    low = min(float(intermediates[n].min()) for n in layers)
-    high = max(float(intermediates[n].max()) for n in layers)
-    figure = Figure(figsize=(1.7 * len(layers) + 1.2, 1.6 * len(timesteps) + 0.8), layout="constrained")
-    axes = np.array(figure.subplots(len(timesteps), len(layers), squeeze=False))
+    figure = Figure(figsize=(1.9 * len(layers) + 1.0, 1.6 * len(timesteps) + 3.0), layout="constrained")
+    top, bottom = figure.subfigures(2, 1, height_ratios=[1.3, 1.6 * len(timesteps)])
+    _activity_bars(top.subplots(), intermediates, [name.removesuffix(".gfs") for name in layers])
+    axes = np.array(bottom.subplots(len(timesteps), len(layers), squeeze=False))
     for column, name in enumerate(layers):
         for row, t in enumerate(timesteps):
-            ax = axes[row, column]
-            image = ax.imshow(intermediates[name][row], cmap="magma", vmin=low, vmax=high)
+            ax, gate = axes[row, column], intermediates[name][row]
+            image = ax.imshow(gate, cmap="magma", vmin=float(gate.min()), vmax=float(gate.max()))
+            bar = bottom.colorbar(image, ax=ax, shrink=0.8, pad=0.02, ticks=[gate.min(), gate.max()])
+            bar.ax.tick_params(labelsize=6)
+            bar.ax.set_yticklabels([f"{gate.min():.2f}", f"{gate.max():.2f}"])
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(name.removesuffix(".gfs"), fontsize=9)
             if column == 0:
                 ax.set_ylabel(f"t = {t}")
-    figure.colorbar(image, ax=axes, shrink=0.9, label="gate g (shared scale)")
-    figure.suptitle("GFS gate maps g = σ(s·c), mean over channels (bright: features kept)")
+    bottom.suptitle("GFS gate maps g = σ(s·c), mean over channels (bright: features kept; each map on its own "
+                    "scale, its range on the bar)", fontsize=9)
     return figure
 
 
+def _activity_bars(ax, intermediates: dict[str, np.ndarray], layers: list[str]) -> None:
+    """Per layer (mean over feature timesteps): the gate's spread and its share of clear decisions."""
+    stats = [intermediates.get(f"{layer}.gfs_activity") for layer in layers]
+    if any(s is None for s in stats):
+        ax.set_visible(False)
+        return
+    spread, low, high = np.array([s.mean(axis=0) for s in stats]).T  # (T, 3) per layer -> three (L,) rows
+    x = np.arange(len(layers))
+    ax.bar(x - 0.2, spread, 0.4, label="mean per-channel spatial std of g", color="C0")
+    ax.bar(x + 0.2, low, 0.4, label="share of g < 0.2", color="C1")
+    ax.bar(x + 0.2, high, 0.4, bottom=low, label="share of g > 0.8", color="C3")
+    ax.axhline(0.05, color="gray", linestyle=":", linewidth=1)
+    ax.set_xticks(x, layers, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title("gate activity per layer (a flat gate scores 0; dotted: 0.05)", fontsize=9)
+    ax.legend(fontsize=7, ncols=3, loc="upper left")
+
+
 def attention_figure(intermediates: dict[str, np.ndarray]) -> Figure | None:
-    """Heat maps of the GLSA channel attention M_c (mean over channels), each with its colour bar."""
-    layers = [name for name in intermediates if name.startswith("glsa")]
+    """The fusion head's maps: the weight map (share of A in the result, when the head predicts one) and the
+    GLSA channel attention M_c (mean over channels), each with its colour bar."""
+    layers = [name for name in ("weight_map", "glsa1", "glsa2") if name in intermediates]
     if not layers:
         return None
     figure = Figure(figsize=(4.6 * len(layers), 3.6), layout="constrained")
     for ax, name in zip(np.atleast_1d(figure.subplots(1, len(layers))), layers):
-        image = ax.imshow(intermediates[name], cmap="viridis")
-        figure.colorbar(image, ax=ax, shrink=0.85, label="M_c")
-        ax.set_title(f"{name} (fusion stage {name.removeprefix('glsa')})", fontsize=10)
+        values = intermediates[name]
+        if name == "weight_map":  # an absolute scale: 1 all from A, 0 all from B
+            image = ax.imshow(values, cmap="coolwarm", vmin=0, vmax=1)
+            figure.colorbar(image, ax=ax, shrink=0.85, label="share of A (red) against B (blue)")
+            ax.set_title(f"weight map w_A (mean {values.mean():.2f})", fontsize=10)
+        else:
+            image = ax.imshow(values, cmap="viridis")
+            figure.colorbar(image, ax=ax, shrink=0.85, label=f"M_c ({values.min():.3f} to {values.max():.3f})")
+            ax.set_title(f"{name} (fusion stage {name.removeprefix('glsa')})", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    figure.suptitle("GLSA attention maps M_c = σ(Conv1x1[F, F_global, F_local]), mean over channels")
+    figure.suptitle("Fusion head: weight map w_A and GLSA attention maps M_c = σ(Conv1x1[F, F_global, F_local])")
     return figure
 
 

@@ -25,7 +25,10 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "MODEL_CARD.md"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
-FORMAT = "dgd-fusion/1"
+FORMAT = "dgd-fusion/2"
+# Format 1 predates the weight-map head and the gate initialisation: its GFS channel attention was an
+# unbounded MLP, so its weights load but compute something else. Refused with a clear message.
+OLD_FORMATS = ("dgd-fusion/1",)
 
 
 class CheckpointError(ValueError):
@@ -92,7 +95,12 @@ def _read_config(directory: Path) -> FusionConfig:
         data = json.loads((directory / CONFIG_NAME).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"cannot read {directory / CONFIG_NAME}: {error}") from error
-    if data.pop("format", None) != FORMAT:
+    found = data.pop("format", None)
+    if found in OLD_FORMATS:
+        raise CheckpointError(f"{directory} was saved by an earlier DGD-Fusion ({found}) whose gates and fusion "
+                              f"head differ from this version's ({FORMAT}); retrain it with `python -m "
+                              "fusion_core train`")
+    if found != FORMAT:
         raise CheckpointError(f"{directory / CONFIG_NAME} is not a {FORMAT} config")
     try:
         return FusionConfig.from_dict(data)

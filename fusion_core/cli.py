@@ -20,12 +20,13 @@ from tqdm import tqdm
 
 from .baselines import BASELINES
 from .checkpoint import load_pipeline
-from .config import PRESETS, LossConfig, TrainConfig
+from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig
 from .data import PairDataset, find_pairs, write_split
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
 from .imaging import ImageLoadError, read_pair, write_dicom_secondary_capture, write_png, write_tiff16
 from .pipeline import FusionPipeline, build_pipeline
 from .train import TrainProgress, hardware_description, read_train_state, setup_distributed, train
+from .validation import ValidationSet
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "checkpoints" / "dgd-general"
 
@@ -91,6 +92,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--stage1-steps", type=int, help="steps of stage 1 when --stage both (default --steps)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--val", help="folder of validation pairs (carved from the training data, e.g. with `split`): "
+                   "stage 2 logs the network's mean rank against the baselines on them")
+    p.add_argument("--head-output", choices=HEAD_OUTPUTS,
+                   help="rebuild the fusion head with this output form (keeps the UNet; a new head)")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         if f.name == "stage":
@@ -117,7 +122,10 @@ def _run_train(args: argparse.Namespace) -> int:
     context = setup_distributed(args.device)
     pipeline = load_pipeline(args.init) if args.init else build_pipeline(PRESETS[args.preset])
     pipeline = _with_loss_weights(pipeline, args)
+    if args.head_output and args.head_output != pipeline.config.head.output:
+        pipeline = pipeline.with_head(dataclasses.replace(pipeline.config.head, output=args.head_output))
     dataset = PairDataset([pair for root in args.data for pair in find_pairs(root)])
+    validation = ValidationSet.from_folder(args.val, args.seed) if args.val and context.is_main else None
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]
     if args.resume and args.stage == "both" and read_train_state(args.out).get("stage") == 2:
         stages = [2]  # stage 1 finished before the stop
@@ -130,7 +138,7 @@ def _run_train(args: argparse.Namespace) -> int:
         card = _training_card(args, config, len(dataset), context.world_size)
         bar = tqdm(total=config.steps, desc=f"stage {stage}", disable=not context.is_main)
         result = train(pipeline, dataset, config, args.out, resume=args.resume or stage > stages[0],
-                       progress=_bar_callback(bar), stop=stop, context=context, card=card)
+                       progress=_bar_callback(bar), stop=stop, context=context, card=card, validation=validation)
         bar.close()
         if context.is_main:
             print(f"stage {stage}: step {result.step}/{config.steps}, {result.crops_per_second:.2f} crops/s, "
@@ -229,12 +237,14 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("split", help="hold out every N-th pair (by sorted name) as a test split")
     p.add_argument("pairs", help="folder of pairs")
     p.add_argument("--every", type=int, default=5, help="one test pair in every N (default 5: positions 4, 9, ...)")
+    p.add_argument("--by-case", action="store_true",
+                   help="hold out whole cases (the name without its last three digits), as medical slices need")
     p.add_argument("--out", required=True, help="writes OUT/train and OUT/test with the same sub-folders")
     p.set_defaults(run=_run_split)
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    counts = write_split(args.pairs, args.out, args.every)
+    counts = write_split(args.pairs, args.out, args.every, by_case=args.by_case)
     print(f"{counts['train']} train and {counts['test']} test pairs -> {args.out}/train, {args.out}/test")
     return 0
 
@@ -274,6 +284,10 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablation", help="train and evaluate the paper's Table 4 variants under one budget and seed")
     p.add_argument("--data", required=True, nargs="+", help="one or more folders of training pairs")
     p.add_argument("--test", required=True, help="folder of test pairs the variants are evaluated on")
+    p.add_argument("--val", help="folder of validation pairs (held out of --data): stage 2 logs each variant's "
+                   "mean rank against the baselines on them")
+    p.add_argument("--validate-every", type=int, default=TrainConfig().validate_every,
+                   help="stage-2 steps between validation ranks")
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-minutes", type=float,
                         help="training time of all variants together, shared evenly and turned into one step "
@@ -304,8 +318,10 @@ def _run_ablation(args: argparse.Namespace) -> int:
 
     result = run_ablation(args.data, args.test, args.out, budget_minutes=args.budget_minutes, steps=args.steps,
                           variants=args.variants.split(","),
-                          base_train_config=TrainConfig(batch_size=args.batch, crop=args.crop, seed=args.seed),
-                          progress=progress, device=args.device, convention=args.convention)
+                          base_train_config=TrainConfig(batch_size=args.batch, crop=args.crop, seed=args.seed,
+                                                        validate_every=args.validate_every),
+                          progress=progress, device=args.device, convention=args.convention,
+                          validation_root=args.val)
     bar.close()
     print(result.files["ablation_md"].read_text())
     print(f"{len(result.runs)} variants x {result.plan.steps} steps -> {result.files['report_md']}")

@@ -48,6 +48,9 @@ class DiffusionConfig:
     beta_end: float = 2e-2
 
 
+HEAD_OUTPUTS = ("weight_map", "intensity")
+
+
 @dataclass(frozen=True)
 class FusionHeadConfig:
     """The cross-layer attention fusion head (DESIGN §2.5).
@@ -55,7 +58,16 @@ class FusionHeadConfig:
     ``head_downsample`` is the stride s of the overlapping patch embedding of stages 1 and 2 (kernel s + 2,
     so neighbouring patches overlap); the final stage runs at full resolution. Stages 1 and 2 at half
     resolution cost a quarter of the full-resolution work, which the CPU speed target needs.
+
+    ``output`` is what the last convolution predicts: ``"weight_map"`` (default) a per-pixel share
+    w_A = softmax(l_A, l_B)_A of Y_A against Y_B plus a detail residual bounded by ``residual_scale``, so an
+    untrained head already gives the average of the sources; ``"intensity"`` Y_F itself through a sigmoid,
+    the form of the first checkpoints, kept to measure the difference (docs/training.md).
     """
+
+    def __post_init__(self):
+        if self.output not in HEAD_OUTPUTS:
+            raise ValueError(f"head output must be one of {HEAD_OUTPUTS}, got {self.output!r}")
 
     channels: int = 16
     num_heads: int = 2
@@ -64,6 +76,8 @@ class FusionHeadConfig:
     use_glsa: bool = True
     feature_timesteps: tuple[int, ...] = (5, 50, 100)
     time_embed_dim: int = 64
+    output: str = "weight_map"
+    residual_scale: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -151,7 +165,8 @@ class TrainConfig:
     """One training run (stage 1: the UNet on the diffusion loss; stage 2: the head, UNet frozen).
 
     Everything random in step s is drawn from a generator seeded with (seed, step), so a run stopped and
-    resumed at any step continues exactly as if it had never stopped.
+    resumed at any step continues exactly as if it had never stopped. ``validate_every`` is how often stage 2
+    ranks the network against the classical baselines on the validation pairs (0: never).
     """
 
     stage: int = 1
@@ -164,3 +179,4 @@ class TrainConfig:
     preview_every: int = 200
     log_every: int = 10
     timestep_jitter: float = 0.5
+    validate_every: int = 250

@@ -110,26 +110,38 @@ def find_pairs(root: str | Path) -> list[ImagePair]:
     return [ImagePair(name, images_a[name], images_b[name]) for name in sorted(images_a)]
 
 
-def split_pairs(pairs: list[ImagePair], every: int = 5) -> tuple[list[ImagePair], list[ImagePair]]:
+def case_of(name: str) -> str:
+    """The case a Harvard-style name belongs to: the name without its last three digits (16003 -> 16)."""
+    return name[:-3] if len(name) > 3 and name[-3:].isdigit() else name
+
+
+def split_pairs(pairs: list[ImagePair], every: int = 5, *, by_case: bool = False
+                ) -> tuple[list[ImagePair], list[ImagePair]]:
     """Deterministic hold-out: sort by name; positions every-1, 2*every-1, ... are test, the rest train.
 
-    With ``every = 5`` this is the project's Harvard split (positions 4, 9, 14, ...). Returns (train, test).
+    With ``by_case`` the positions are those of the sorted cases (``case_of``), and every pair of a test case
+    is test: neighbouring slices of one case are near copies, so a split by file leaks them into both halves.
+    Returns (train, test).
     """
     if every < 2:
         raise ValueError(f"every must be at least 2 (one test pair in every N), got {every}")
     ordered = sorted(pairs, key=lambda p: p.name)
-    test = ordered[every - 1::every]
+    if by_case:
+        held = set(sorted({case_of(p.name) for p in ordered})[every - 1::every])
+        test = [p for p in ordered if case_of(p.name) in held]
+    else:
+        test = ordered[every - 1::every]
     return [p for p in ordered if p not in test], test
 
 
-def write_split(root: str | Path, out_dir: str | Path, every: int = 5) -> dict[str, int]:
+def write_split(root: str | Path, out_dir: str | Path, every: int = 5, *, by_case: bool = False) -> dict[str, int]:
     """Copy the pairs of root into out_dir/train and out_dir/test with root's folder names (``split_pairs``).
 
     Files are hard-linked where the file system allows, copied otherwise. Returns the pair count per split.
     """
     pairs = find_pairs(root)
     counts = {}
-    for split, chosen in zip(("train", "test"), split_pairs(pairs, every)):
+    for split, chosen in zip(("train", "test"), split_pairs(pairs, every, by_case=by_case)):
         for pair in chosen:
             for source in (pair.a, pair.b):
                 target = Path(out_dir) / split / source.parent.name / source.name

@@ -180,7 +180,7 @@ def _as_metric_input(image: LoadedImage) -> np.ndarray:
     return to_uint8(image.pixels) if image.bit_depth <= 8 else image.pixels.astype(np.float64) * 255
 
 
-def _fused_uint8(output: np.ndarray, b_shape: tuple[int, ...], method: str, name: str) -> np.ndarray:
+def fused_uint8(output: np.ndarray, b_shape: tuple[int, ...], method: str, name: str) -> np.ndarray:
     """Check a method's output and turn it into the 8-bit image that is written and scored."""
     output = np.asarray(output)
     if output.shape[:2] != b_shape[:2] or output.ndim not in (2, 3) or (output.ndim == 3 and output.shape[2] != 3):
@@ -245,7 +245,7 @@ def evaluate_folder(
                 if fused.shape[:2] != image_b.pixels.shape[:2]:
                     raise ValueError(f"{path} is {fused.shape[:2]}, not the pair's size; delete it or pass reuse=False")
             else:
-                fused = _fused_uint8(fuse(a_gray, image_b.pixels), image_b.pixels.shape, method, pair.name)
+                fused = fused_uint8(fuse(a_gray, image_b.pixels), image_b.pixels.shape, method, pair.name)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_png(path, fused)
             report = compute_metrics(fused, a_metric, b_metric, convention=convention)

@@ -62,6 +62,7 @@ from .metrics import PAPER_METRICS, get_convention
 from .pipeline import FusionPipeline
 from .train import (LOG_NAME, DistributedContext, TrainProgress, hardware_description, read_train_state,
                     steps_for_minutes, train)
+from .validation import ValidationSet
 
 ABLATION_VARIANTS: tuple[str, ...] = ("DFE+GCFS", "DFE+GLSA", "GCFS+GLSA", "DFE_3", "DFE_5", "ALL")
 STAGE1_FRACTION = 0.75
@@ -255,8 +256,8 @@ def _variant_card(name: str, stages: tuple[TrainConfig, TrainConfig], pairs: int
 
 
 def _train_variant(name: str, config: FusionConfig, dataset: PairDataset, stages: tuple[TrainConfig, TrainConfig],
-                   folder: Path, state: dict, context: DistributedContext, progress: VariantProgress | None
-                   ) -> dict[str, float]:
+                   folder: Path, state: dict, context: DistributedContext, progress: VariantProgress | None,
+                   validation: ValidationSet | None) -> dict[str, float]:
     """Train (or finish) stage 1 then stage 2 into folder. Returns the wall seconds by stage ("1", "2")."""
     wall = _read_wall(folder)
     pipeline = _initial_pipeline(config, stages[0].seed)
@@ -265,7 +266,7 @@ def _train_variant(name: str, config: FusionConfig, dataset: PairDataset, stages
     first = 1 if state.get("stage") == 2 or state.get("step", 0) >= stages[0].steps else 0
     for train_config in stages[first:]:
         result = train(pipeline, dataset, train_config, folder, resume=True, progress=report, context=context,
-                       card=card)
+                       card=card, validation=validation)
         wall[str(train_config.stage)] = result.wall_seconds
         (folder / WALL_NAME).write_text(json.dumps(wall) + "\n")
     return wall
@@ -273,7 +274,8 @@ def _train_variant(name: str, config: FusionConfig, dataset: PairDataset, stages
 
 def _train_variants(configs: Mapping[str, FusionConfig], dataset: PairDataset, stages: tuple[TrainConfig, TrainConfig],
                     out_dir: Path, states: Mapping[str, dict], context: DistributedContext,
-                    progress: VariantProgress | None) -> dict[str, tuple[dict[str, float], bool]]:
+                    progress: VariantProgress | None, validation: ValidationSet | None
+                    ) -> dict[str, tuple[dict[str, float], bool]]:
     """variant -> (wall seconds by stage, reused) after training every unfinished variant in turn."""
     done = {}
     for name, config in configs.items():
@@ -281,8 +283,8 @@ def _train_variants(configs: Mapping[str, FusionConfig], dataset: PairDataset, s
         if _is_finished(states[name], stages[1]):
             done[name] = (_read_wall(folder), True)
         else:
-            done[name] = (_train_variant(name, config, dataset, stages, folder, states[name], context, progress),
-                          False)
+            done[name] = (_train_variant(name, config, dataset, stages, folder, states[name], context, progress,
+                                         validation), False)
     return done
 
 
@@ -290,22 +292,37 @@ def _train_variants(configs: Mapping[str, FusionConfig], dataset: PairDataset, s
 
 
 def _read_log(path: Path) -> list[dict]:
-    """The log lines of a checkpoint folder; a step logged twice (a resumed run) keeps its last line."""
+    """The log lines of a checkpoint folder; a step logged twice (a resumed run) keeps its last line.
+
+    Loss lines and validation lines are kept apart (a validation line has a "validation" entry).
+    """
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return sorted({(line["stage"], line["step"]): line for line in lines}.values(),
-                  key=lambda line: (line["stage"], line["step"]))
+    return sorted({(line["stage"], line["step"], "validation" in line): line for line in lines}.values(),
+                  key=lambda line: (line["stage"], line["step"], "validation" in line))
+
+
+def validation_curve(lines: Sequence[dict]) -> list[tuple[int, float, float]]:
+    """(step, network rank, best baseline rank) of each validation line of a log, in step order."""
+    return [(line["step"], line["validation"]["rank"], line["validation"]["best_baseline_rank"])
+            for line in lines if "validation" in line]
 
 
 def plot_curves(path: Path, logs: Mapping[str, list[dict]]) -> None:
-    """Training loss per variant: stage 1 (diffusion loss, log scale) and stage 2 (fusion loss) panels."""
+    """Per variant: stage 1 (diffusion loss, log scale), stage 2 (fusion loss) and, when logged, the stage-2
+    validation rank against the baselines (1 = best of all)."""
     from matplotlib.figure import Figure  # imported here: plotting is the only user and is slow to import
     from matplotlib.ticker import FormatStrFormatter
 
-    figure = Figure(figsize=(11, 3.8))
-    for ax, stage in zip(figure.subplots(1, 2), (1, 2)):
+    curves = {name: validation_curve(lines) for name, lines in logs.items()}
+    panels = 3 if any(curves.values()) else 2
+    figure = Figure(figsize=(5.5 * panels, 3.8))
+    axes = figure.subplots(1, panels)
+    if panels == 3:
+        _plot_validation(axes[2], curves)
+    for ax, stage in zip(axes, (1, 2)):
         key = STAGE_LOSS[stage]
         for i, (name, lines) in enumerate(logs.items()):
-            points = [(line["step"], line[key]) for line in lines if line["stage"] == stage]
+            points = [(line["step"], line[key]) for line in lines if line["stage"] == stage and key in line]
             if points:
                 steps, values = zip(*points)
                 ax.plot(steps, values, color=f"C{i % 10}", linewidth=1, label=name)
@@ -319,6 +336,19 @@ def plot_curves(path: Path, logs: Mapping[str, list[dict]]) -> None:
         ax.legend(fontsize=8)
     figure.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.9, wspace=0.2)
     figure.savefig(path, dpi=100)
+
+
+def _plot_validation(ax, curves: Mapping[str, list[tuple[int, float, float]]]) -> None:
+    for i, (name, points) in enumerate(curves.items()):
+        if points:
+            steps, ranks, best = zip(*points)
+            ax.plot(steps, ranks, color=f"C{i % 10}", linewidth=1, marker=".", label=name)
+            ax.plot(steps, best, color=f"C{i % 10}", linewidth=0.8, linestyle=":")
+    ax.set_title("stage 2: validation mean rank (dotted: best baseline)", fontsize=10)
+    ax.set_xlabel("step")
+    ax.invert_yaxis()  # rank 1 (best) at the top
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=8)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -391,7 +421,8 @@ def run_ablation(train_roots: Sequence[str | Path], test_root: str | Path, out_d
                  variants: Sequence[str] = ABLATION_VARIANTS, base_train_config: TrainConfig,
                  progress: VariantProgress | None = None,
                  config_transform: Callable[[FusionConfig], FusionConfig] | None = None,
-                 device: str | None = None, convention: str = "standard") -> AblationResult:
+                 device: str | None = None, convention: str = "standard",
+                 validation_root: str | Path | None = None) -> AblationResult:
     """Train every ablation variant under one budget and seed, evaluate them on the test pairs, report.
 
     Args:
@@ -406,6 +437,8 @@ def run_ablation(train_roots: Sequence[str | Path], test_root: str | Path, out_d
         config_transform: applied to each variant's preset (tests shrink them with it).
         device: "cpu" or "cuda" (default: cuda when present).
         convention: metric convention of the tables ("standard" or "published").
+        validation_root: pairs held out of the training data; stage 2 logs each variant's mean rank against
+            the baselines on them every ``base_train_config.validate_every`` steps (the convergence curves).
     """
     out_dir, test_root, train_roots = Path(out_dir), Path(test_root), [Path(root) for root in train_roots]
     get_convention(convention)
@@ -421,7 +454,8 @@ def run_ablation(train_roots: Sequence[str | Path], test_root: str | Path, out_d
     plan_record = {"key": _plan_key(budget_minutes, configs, base_train_config), "plan": asdict(plan)}
     (out_dir / PLAN_NAME).write_text(json.dumps(plan_record, indent=2) + "\n")
     # 2. train what is not finished, 3. evaluate all on the test pairs
-    trained = _train_variants(configs, dataset, stages, out_dir, states, context, progress)
+    validation = ValidationSet.from_folder(validation_root, base_train_config.seed) if validation_root else None
+    trained = _train_variants(configs, dataset, stages, out_dir, states, context, progress, validation)
     evaluation, runs = _evaluate_variants(trained, test_root, out_dir, context.device, base_train_config.seed,
                                           convention)
     # 4. tables, curves and report

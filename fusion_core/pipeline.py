@@ -13,7 +13,7 @@ Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from .color import luma, replace_luma
-from .config import FusionConfig
+from .config import FusionConfig, FusionHeadConfig
 from .diffusion import GaussianDiffusion
 from .layers.common import crop_back, pad_to_multiple
 from .models.fusion_head import CrossLayerFusionHead
@@ -117,6 +117,14 @@ class FusionPipeline(nn.Module):
         self.trained = trained
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
+
+    def with_head(self, head: FusionHeadConfig) -> FusionPipeline:
+        """A pipeline with this UNet (its weights copied) and a freshly initialised head of config ``head``."""
+        config = replace(self.config, head=head)
+        pipeline = FusionPipeline(config, trained=self.trained, tile_size=self.tile_size,
+                                  tile_overlap=self.tile_overlap).to(self.device)
+        pipeline.unet.load_state_dict(self.unet.state_dict())
+        return pipeline
 
     @property
     def device(self) -> torch.device:

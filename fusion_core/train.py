@@ -17,7 +17,8 @@ import platform
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from .data import PairDataset
 from .imaging import write_png
 from .losses import FusionLoss
 from .pipeline import FusionPipeline
+from .validation import ValidationSet
 
 STATE_NAME = "train_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
@@ -53,6 +55,7 @@ class TrainProgress:
     eta_seconds: float
     preview: np.ndarray | None = None
     checkpoint: Path | None = None
+    validation: float | None = None  # the network's mean rank on the validation pairs, when just measured
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def setup_distributed(device: str | None = None) -> DistributedContext:
 def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, out_dir: str | os.PathLike, *,
           resume: bool = False, progress: Callable[[TrainProgress], None] | None = None,
           stop: threading.Event | None = None, context: DistributedContext | None = None,
-          card: str = "") -> TrainResult:
+          card: str = "", validation: ValidationSet | None = None) -> TrainResult:
     """Train stage ``config.stage`` of ``pipeline`` in place, checkpointing to ``out_dir``.
 
     Args:
@@ -109,6 +112,8 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
         progress: called with a TrainProgress every ``config.log_every`` steps.
         stop: when set, the run saves a checkpoint and returns with ``stopped=True``.
         card: model card text written with every checkpoint.
+        validation: pairs on which stage 2 logs the network's mean rank against the classical baselines
+            at step 0 and every ``config.validate_every`` steps (the time it takes is not training time).
     """
     context = context or DistributedContext()
     out_dir = Path(out_dir)
@@ -122,25 +127,78 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
     _broadcast_weights(pipeline, context)
     model = _wrap(trained, context)
     run = _StepRunner(pipeline, model, dataset, config, context)
+    clock = _TrainingClock(elapsed)
+    validate = _Validator(pipeline, validation, config, out_dir, clock) if context.is_main else None
     losses: dict[str, float] = {}
-    began, step = time.perf_counter(), start_step
+    step = start_step
+    if validate is not None and step == 0:
+        validate(step)
     while step < config.steps and not (stop is not None and stop.is_set()):
         losses = run.step(optimizer, step)
         step += 1
-        seconds = time.perf_counter() - began
-        speed = (step - start_step) * config.batch_size * context.world_size / max(seconds, 1e-9)
+        speed = (step - start_step) * config.batch_size * context.world_size / max(clock.this_run(), 1e-9)
         report = TrainProgress(config.stage, step, config.steps, losses, speed,
                                (config.steps - step) * config.batch_size * context.world_size / max(speed, 1e-9))
         if context.is_main:
-            report = _periodic(pipeline, dataset, config, out_dir, optimizer, report, elapsed + seconds, card)
+            report = _periodic(pipeline, dataset, config, out_dir, optimizer, report, clock.total(), card)
+            if validate is not None and (step % max(config.validate_every, 1) == 0 or step == config.steps):
+                report = replace(report, validation=validate(step))
             if progress is not None and (step % config.log_every == 0 or report.checkpoint or step == config.steps):
                 progress(report)
-    wall = elapsed + time.perf_counter() - began
     if context.is_main:
-        _save(pipeline, optimizer, config, out_dir, step, wall, card)
+        _save(pipeline, optimizer, config, out_dir, step, clock.total(), card)
     pipeline.eval()
-    speed = (step - start_step) * config.batch_size * context.world_size / max(time.perf_counter() - began, 1e-9)
-    return TrainResult(out_dir, config.stage, step, step < config.steps, wall, speed, losses)
+    speed = (step - start_step) * config.batch_size * context.world_size / max(clock.this_run(), 1e-9)
+    return TrainResult(out_dir, config.stage, step, step < config.steps, clock.total(), speed, losses)
+
+
+class _TrainingClock:
+    """Training seconds: those of earlier runs plus this run's, without the time spent validating."""
+
+    def __init__(self, earlier: float):
+        self.earlier, self.began, self.paused = earlier, time.perf_counter(), 0.0
+
+    def this_run(self) -> float:
+        return time.perf_counter() - self.began - self.paused
+
+    def total(self) -> float:
+        return self.earlier + self.this_run()
+
+
+class _Validator:
+    """Rank 0's validation: score the pipeline, log it, and keep the clock from counting it."""
+
+    def __init__(self, pipeline: FusionPipeline, validation: ValidationSet | None, config: TrainConfig,
+                 out_dir: Path, clock: _TrainingClock):
+        self.pipeline, self.validation, self.config = pipeline, validation, config
+        self.out_dir, self.clock = out_dir, clock
+
+    def __call__(self, step: int) -> float | None:
+        """Validate at ``step`` (stage 2 only: stage 1 has no trained head) and return the network's rank."""
+        if self.validation is None or self.config.stage != 2 or self.config.validate_every <= 0:
+            return None
+        began = time.perf_counter()
+        with _inference_mode(self.pipeline):
+            score = self.validation.score(self.pipeline)
+        self.clock.paused += time.perf_counter() - began
+        line = {"stage": self.config.stage, "step": step, "train_seconds": self.clock.total(),
+                "validation": score.to_dict(), "time": time.time()}
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / LOG_NAME, "a") as log:
+            log.write(json.dumps(line) + "\n")
+        return score.rank
+
+
+@contextmanager
+def _inference_mode(pipeline: FusionPipeline):
+    """Evaluation mode for the duration, then each half back in the mode it was in."""
+    modes = [m.training for m in (pipeline.unet, pipeline.head)]
+    pipeline.eval()
+    try:
+        yield pipeline
+    finally:
+        pipeline.unet.train(modes[0])
+        pipeline.head.train(modes[1])
 
 
 class _StepRunner:
@@ -258,10 +316,8 @@ def _preview(pipeline: FusionPipeline, dataset: PairDataset, out_dir: Path, step
     a, b = dataset.a[0], dataset.b[0]
     top, left = max((a.shape[0] - PREVIEW_SIZE) // 2, 0), max((a.shape[1] - PREVIEW_SIZE) // 2, 0)
     box = np.s_[top:top + PREVIEW_SIZE, left:left + PREVIEW_SIZE]
-    modes = [m.training for m in (pipeline.unet, pipeline.head)]
-    fused = pipeline.eval().fuse(a[box], b[box]).fused
-    pipeline.unet.train(modes[0])
-    pipeline.head.train(modes[1])
+    with _inference_mode(pipeline):
+        fused = pipeline.fuse(a[box], b[box]).fused
     (out_dir / "previews").mkdir(parents=True, exist_ok=True)
     write_png(out_dir / "previews" / f"step_{step:07d}.png", fused)
     return fused

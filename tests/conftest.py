@@ -28,8 +28,15 @@ def tiny_config() -> FusionConfig:
 
 @pytest.fixture
 def tiny_pipeline(tiny_config: FusionConfig) -> FusionPipeline:
+    """Random weights, with the head's zero-initialised last convolution moved off zero: an untrained head
+    returns the plain average of the sources, which would hide the UNet's features and the noise seed."""
     torch.manual_seed(0)
-    return FusionPipeline(tiny_config).eval()
+    pipeline = FusionPipeline(tiny_config).eval()
+    last = pipeline.head.reconstruct[-1]
+    with torch.no_grad():
+        last.weight.normal_(std=0.1)
+        last.bias.normal_(std=0.1)
+    return pipeline
 
 
 @pytest.fixture

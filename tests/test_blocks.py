@@ -5,7 +5,7 @@ import torch
 
 from fusion_core.layers.common import ConcatFusion, PlainConvBlock, PlainResidualBlock, crop_back, pad_to_multiple
 from fusion_core.layers.embeddings import FeatureWiseAffine, TimeEmbedding, timestep_embedding
-from fusion_core.layers.gated import GatedFeatureSelection
+from fusion_core.layers.gated import GatedFeatureSelection, gate_activity
 from fusion_core.layers.glsa import GlobalLocalAttention
 from fusion_core.layers.restormer import LayerNorm2d, RTransformerBlock
 
@@ -41,9 +41,48 @@ def test_gated_feature_selection():
     gfs = GatedFeatureSelection(6, 8, time_embed_dim=16, norm_groups=2, dropout=0.0)
     x = torch.randn(2, 6, 9, 7)
     out, gate = gfs(x, torch.randn(2, 16))
-    assert out.shape == (2, 8, 9, 7) and gate.shape == (2, 1, 9, 7)
+    assert out.shape == (2, 8, 9, 7) and gate.shape == (2, 8, 9, 7)
     assert ((gate > 0) & (gate < 1)).all()
     assert_every_parameter_gets_gradient(gfs, out)
+
+
+def _default_form(gfs: GatedFeatureSelection) -> GatedFeatureSelection:
+    """The same block with PyTorch's default initialisation and a raw (unbounded) channel MLP: the form of
+    the first checkpoints, whose gates stayed at a flat 0.5."""
+    gfs.spatial.reset_parameters()
+    gfs.channel = torch.nn.Sequential(*list(gfs.channel)[:3])
+    gfs.channel[2].reset_parameters()
+    return gfs
+
+
+def _spatial_gradient_and_spread(gfs: GatedFeatureSelection) -> tuple[float, float]:
+    x, t_emb = torch.randn(4, 16, 24, 24), torch.randn(4, 16)
+    out, gate = gfs(x, t_emb)
+    out.square().mean().backward()
+    return gfs.spatial.weight.grad.norm().item(), gate_activity(gate.detach())[:, 0].mean().item()
+
+
+def test_gate_starts_open_to_learning():
+    """At initialisation the spatial mask gets a real gradient and the gate varies over the map."""
+    grads, spreads = [], []
+    for form in (lambda g: g, _default_form):
+        torch.manual_seed(0)
+        gfs = form(GatedFeatureSelection(16, 16, time_embed_dim=16, norm_groups=4, dropout=0.0))
+        torch.nn.init.normal_(gfs.out[-1].weight, std=0.1)  # let the gradient reach the gate through eq. 8
+        torch.manual_seed(1)
+        grad, spread = _spatial_gradient_and_spread(gfs)
+        grads.append(grad)
+        spreads.append(spread)
+    assert grads[0] > 0 and grads[0] > 2 * grads[1], grads
+    assert spreads[0] > 0.05 > spreads[1], spreads
+
+
+def test_gate_activity_of_a_hand_made_gate():
+    gate = torch.full((1, 2, 2, 2), 0.5)
+    gate[0, 0] = torch.tensor([[0.1, 0.9], [0.1, 0.9]])  # channel 0: std 0.4, two values low, two high
+    activity = gate_activity(gate)
+    torch.testing.assert_close(activity, torch.tensor([[0.2, 0.25, 0.25]]))  # std mean (0.4 + 0) / 2
+    assert gate_activity(torch.full((3, 4, 5, 5), 0.5)).abs().sum() == 0
 
 
 def test_gated_feature_selection_keeps_width_with_identity_residual():

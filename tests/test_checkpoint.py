@@ -30,7 +30,7 @@ def test_save_writes_the_three_files(saved, tiny_pipeline):
     assert {p.name for p in saved.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
     assert (saved / CARD_NAME).read_text() == "# tiny test model\n"
     config = json.loads((saved / CONFIG_NAME).read_text())
-    assert config["format"] == "dgd-fusion/1"
+    assert config["format"] == "dgd-fusion/2"
     assert config["unet"]["channels"] == list(tiny_pipeline.config.unet.channels)
 
 
@@ -119,7 +119,15 @@ def test_a_config_that_is_not_dgd_fusion_is_refused(saved):
     config = json.loads((saved / CONFIG_NAME).read_text())
     del config["format"]
     (saved / CONFIG_NAME).write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="not a dgd-fusion/1 config"):
+    with pytest.raises(CheckpointError, match="not a dgd-fusion/2 config"):
+        load_pipeline(saved)
+
+
+def test_a_checkpoint_of_the_first_format_is_refused_with_the_fix(saved):
+    config = json.loads((saved / CONFIG_NAME).read_text())
+    config["format"] = "dgd-fusion/1"
+    (saved / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="earlier DGD-Fusion.*retrain"):
         load_pipeline(saved)
 
 

@@ -1,5 +1,7 @@
 """DenoisingUNet and CrossLayerFusionHead on every preset at test size: shapes, NaN, gradients, intermediates."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -105,8 +107,10 @@ def test_intermediates_follow_the_module_switches(name):
     if unet.config.use_dfe:
         expected |= {f"{s}.dfe" for s in stages}
     if unet.config.use_gfs:
-        expected |= {f"{s}.gfs" for s in stages} | {"mid.gfs"}
+        expected |= {f"{s}.{kind}" for s in (*stages, "mid") for kind in ("gfs", "gfs_activity")}
     assert set(record) == expected
+    for key in (k for k in record if k.endswith("gfs_activity")):
+        assert record[key].shape == (1, 3) and ((record[key] >= 0) & (record[key] <= 1)).all(), key
 
 
 @pytest.mark.parametrize("name", ["ALL", "DFE_3", "DFE_5"])
@@ -151,6 +155,8 @@ def test_head_shapes_range_and_no_nan(name):
     assert torch.isfinite(out.y_fused).all()
     assert ((out.y_fused >= 0) & (out.y_fused <= 1)).all()
     s = head.config.head_downsample
+    weight = out.intermediates.pop("weight_map")
+    assert weight.shape == (2, 1, SIZE, SIZE) and ((weight >= 0) & (weight <= 1)).all()
     if head.config.use_glsa:
         assert set(out.intermediates) == {"glsa1", "glsa2"}
         for m_c in out.intermediates.values():
@@ -158,6 +164,53 @@ def test_head_shapes_range_and_no_nan(name):
             assert ((m_c > 0) & (m_c < 1)).all()
     else:
         assert out.intermediates == {}
+
+
+def randomise_last_conv(head, generator, scale=0.5):
+    """Move the head's zero-initialised last convolution off zero (as one optimiser step would)."""
+    last = head.reconstruct[-1]
+    with torch.no_grad():
+        last.weight.copy_(torch.randn(last.weight.shape, generator=generator) * scale)
+        last.bias.copy_(torch.randn(last.bias.shape, generator=generator) * scale)
+
+
+def test_untrained_weight_map_head_gives_the_average():
+    g = torch.Generator().manual_seed(9)
+    head = build_head("ALL").eval()
+    a, y_b = torch.rand(2, 1, SIZE, SIZE, generator=g), torch.rand(2, 1, SIZE, SIZE, generator=g)
+    with torch.no_grad():
+        out = head(a, y_b, random_features("ALL", 2, SIZE, g), TIMESTEPS, return_intermediates=True)
+    torch.testing.assert_close(out.y_fused, (a + y_b) / 2)
+    torch.testing.assert_close(out.intermediates["weight_map"], torch.full_like(a, 0.5))
+
+
+def test_weight_map_shares_sum_to_one_and_the_detail_is_bounded():
+    g = torch.Generator().manual_seed(10)
+    head = build_head("ALL").eval()
+    randomise_last_conv(head, g)
+    a, y_b = torch.rand(2, 1, SIZE, SIZE, generator=g), torch.rand(2, 1, SIZE, SIZE, generator=g)
+    with torch.no_grad():
+        out = head(a, y_b, random_features("ALL", 2, SIZE, g), TIMESTEPS, return_intermediates=True)
+    w = out.intermediates["weight_map"]
+    assert (w - 0.5).abs().mean() > 0.05  # no longer the initial 0.5
+    base = w * a + (1 - w) * y_b  # B's share is what A's leaves: the two shares sum to one
+    detail = out.y_fused - base
+    inside = (out.y_fused > 0) & (out.y_fused < 1)  # where the clip to [0, 1] did not act
+    assert detail.abs().max() <= head.config.residual_scale + 1e-6
+    assert detail[inside].abs().max() > 0.01
+    assert ((out.y_fused >= 0) & (out.y_fused <= 1)).all()
+
+
+def test_intensity_head_predicts_the_fused_image_directly():
+    torch.manual_seed(0)
+    config = tiny(PRESETS["ALL"])
+    head = CrossLayerFusionHead(dataclasses.replace(config.head, output="intensity"), config.unet).eval()
+    g = torch.Generator().manual_seed(11)
+    a = torch.rand(1, 1, SIZE, SIZE, generator=g)
+    with torch.no_grad():
+        out = head(a, a, random_features("ALL", 1, SIZE, g), TIMESTEPS[:1], return_intermediates=True)
+    assert head.reconstruct[-1].out_channels == 1 and "weight_map" not in out.intermediates
+    assert ((out.y_fused > 0) & (out.y_fused < 1)).all()
 
 
 def test_head_records_nothing_unless_asked():
@@ -183,6 +236,7 @@ def test_fusion_loss_reaches_every_head_parameter(name):
     g = torch.Generator().manual_seed(8)
     head = build_head(name)
     unfreeze_film(head, g)
+    randomise_last_conv(head, g, scale=0.1)
     a, y_b = torch.rand(2, 1, SIZE, SIZE, generator=g), torch.rand(2, 1, SIZE, SIZE, generator=g)
     y_fused = head(a, y_b, random_features(name, 2, SIZE, g), TIMESTEPS).y_fused
     loss = FusionLoss(tiny(PRESETS[name]).loss)(y_fused, a, y_b).total

@@ -101,8 +101,11 @@ def test_intermediates_when_asked(tiny_pipeline, rng):
     a, b = make_pair(rng, 37, 53)
     record = tiny_pipeline.fuse(a, b, return_intermediates=True).intermediates
     num_t, experts = 3, tiny_pipeline.config.unet.num_experts
-    assert set(record) == ({f"{s}.dfe" for s in STAGES} | {f"{s}.gfs" for s in STAGES}
-                           | {"mid.gfs", "glsa1", "glsa2"})
+    assert set(record) == ({f"{s}.dfe" for s in STAGES} | {f"{s}.{k}" for s in (*STAGES, "mid") for k in
+                                                            ("gfs", "gfs_activity")}
+                           | {"glsa1", "glsa2", "weight_map"})
+    assert record["weight_map"].shape == (37, 53)  # the head's map is at full resolution
+    assert record["mid.gfs_activity"].shape == (num_t, 3)
     for stage in STAGES:
         alpha = record[f"{stage}.dfe"]
         assert alpha.shape == (num_t, experts)
@@ -138,8 +141,10 @@ def test_tiled_fusion_is_close_to_untiled(tiny_pipeline, rng):
     assert tiled.fused.shape == (70, 90, 3) and tiled.y_fused.shape == (70, 90)
     assert tiled.intermediates == {} and any("tiles" in w for w in tiled.warnings)
     # Not equal: each tile draws its own noise and sees only its own context (norm statistics, pooled
-    # global context, channel attention), so a loose bound of a few grey levels.
-    assert np.abs(tiled.y_fused - whole.y_fused).max() < 0.02
+    # global context, channel attention), so a loose bound of a few grey levels at worst (an image corner,
+    # where a tile's context differs most) and well under one on average.
+    difference = np.abs(tiled.y_fused - whole.y_fused)
+    assert difference.max() < 0.03 and difference.mean() < 0.005
 
 
 def test_tiles_are_placed_and_blended_exactly(tiny_pipeline, rng, monkeypatch):

@@ -18,6 +18,13 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
+def zero_module(module: nn.Module) -> nn.Module:
+    """Set every parameter of ``module`` to zero and return it (a branch that starts contributing nothing)."""
+    for parameter in module.parameters():
+        nn.init.zeros_(parameter)
+    return module
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Reflect-pad (B, C, H, W) on the bottom and right to multiples of ``multiple``.
 

@@ -9,6 +9,11 @@ F_out    = Norm(F_ch + Attn(F_ch))                         (eqs. 14-16)
 Attention over every pixel of a 640x480 map is quadratic in the pixel count and does not fit in memory;
 Attn here is transposed (channel) multi-head attention, whose cost is linear in the pixel count.
 
+Initialisation (ours): the mask convolution starts He-normal instead of PyTorch's default, whose logits
+are so small on these features that M_c sat at a flat 0.5 (spatial standard deviation 0.0003-0.011 of the
+channel mean in the first trained checkpoints). With He-normal weights M_c varies over the map from the
+first step, so its gradient says something about where to attend.
+
 Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 """
 
@@ -32,6 +37,8 @@ class GlobalLocalAttention(nn.Module):
         self.mask = nn.Conv2d(3 * channels, channels, 1)
         self.attn = TransposedAttention(channels, num_heads)
         self.norm = LayerNorm2d(channels)
+        nn.init.kaiming_normal_(self.mask.weight, nonlinearity="relu")
+        nn.init.zeros_(self.mask.bias)
 
     def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features: tensors (B, C_i, H, W) with sum C_i = in_channels -> (B, C, H, W), M_c mean (B, 1, H, W)."""

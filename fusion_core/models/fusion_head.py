@@ -11,7 +11,16 @@ small timesteps, and writes the fused luminance Y_F in [0, 1]:
    conditioned R-Transformer block;
 5. reconstruction at full resolution: the result, upsampled, with a shallow full-resolution embedding of
    the sources (which carries the fine detail the reduced-resolution stages cannot) -> 1x1 conv, SiLU,
-   3x3 conv, SiLU, 3x3 conv -> sigmoid -> Y_F.
+   3x3 conv, SiLU, 3x3 conv -> the output parametrisation below -> Y_F.
+
+Output parametrisation (ours; the paper is silent). By default the last convolution predicts two logits
+and a residual: w = softmax(l_A, l_B) over the two sources, Y_F = clip(w_A Y_A + w_B Y_B + r tanh(d), 0, 1)
+with r = ``residual_scale``. The convolution starts at zero, so an untrained head returns the average of
+the sources (CC with each source positive) and training only has to learn where to lean towards A or B
+and what detail to add. The first checkpoints predicted Y_F = sigmoid(conv) directly, so the head had to
+learn the whole intensity mapping first: after 300 steps three of six ablation variants still gave images
+anti-correlated with their sources. docs/training.md compares the two forms from the same UNet. The share
+w_A is recorded as "weight_map": where the result comes from A (1) and where from B (0).
 
 Our choice, by measurement: the transformer stages run at 1/s resolution (s = ``head_downsample``) and
 only the light reconstruction runs at full resolution. On a 2-core CPU one R-Transformer block of 16
@@ -32,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import FusionHeadConfig, UNetConfig
-from ..layers.common import ConcatFusion
+from ..layers.common import ConcatFusion, zero_module
 from ..layers.embeddings import FeatureWiseAffine, TimeEmbedding
 from ..layers.glsa import GlobalLocalAttention
 from ..layers.restormer import RTransformerBlock
@@ -42,7 +51,8 @@ DEEP_FEATURE_INDEX = 1  # the UNet's second decoder stage: semantic, at 1/4 of t
 
 @dataclass
 class FusionHeadOutput:
-    """y_fused (B, 1, H, W) in [0, 1]; intermediates maps "glsa1"/"glsa2" to M_c means (B, 1, H', W')."""
+    """y_fused (B, 1, H, W) in [0, 1]; intermediates: "glsa1"/"glsa2" the M_c means (B, 1, H', W') and, for
+    a weight-map head, "weight_map" the share of A (B, 1, H, W)."""
 
     y_fused: torch.Tensor
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -84,8 +94,10 @@ class CrossLayerFusionHead(nn.Module):
         self.cross2 = nn.Conv2d(2 * c, c, 1)
         self.stage3 = ConditionedBlock(config)
         self.shallow = nn.Conv2d(2, c, 3, padding=1)
+        weight_map = config.output == "weight_map"
+        last = nn.Conv2d(c, 3 if weight_map else 1, 3, padding=1)  # (l_A, l_B, d) or the Y_F logit
         self.reconstruct = nn.Sequential(nn.Conv2d(2 * c, c, 1), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
-                                         nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
+                                         nn.SiLU(), zero_module(last) if weight_map else last)
 
     def _fusion(self, in_channels: int, channels: int) -> nn.Module:
         if self.config.use_glsa:
@@ -117,11 +129,23 @@ class CrossLayerFusionHead(nn.Module):
         h = self.stage3(self.cross2(torch.cat([f2, last], dim=1)), t_emb)
         # 5. full-resolution reconstruction with the shallow source embedding -> Y_F (B, 1, H, W)
         shallow = self.shallow(torch.cat([a, y_b], dim=1))
-        y_fused = torch.sigmoid(self.reconstruct(torch.cat([_resize(h, size), shallow], dim=1)))
+        out = self.reconstruct(torch.cat([_resize(h, size), shallow], dim=1))  # (B, 3 or 1, H, W)
+        y_fused, weight = self._output(out, a, y_b)
         record = {}
         if return_intermediates:
-            record = {name: m for name, m in (("glsa1", m1), ("glsa2", m2)) if m is not None}
+            maps = (("glsa1", m1), ("glsa2", m2), ("weight_map", weight))
+            record = {name: m for name, m in maps if m is not None}
         return FusionHeadOutput(y_fused=y_fused, intermediates=record)
+
+    def _output(self, out: torch.Tensor, a: torch.Tensor, y_b: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Last conv output -> Y_F (B, 1, H, W) in [0, 1] and, for a weight map, the share of A (B, 1, H, W)."""
+        if self.config.output == "intensity":
+            return torch.sigmoid(out), None
+        weight = torch.softmax(out[:, :2], dim=1)  # (B, 2, H, W): shares of A and B, summing to 1
+        base = weight[:, :1] * a + weight[:, 1:] * y_b
+        detail = self.config.residual_scale * torch.tanh(out[:, 2:])
+        return (base + detail).clamp(0, 1), weight[:, :1]
 
 
 def _resize(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:

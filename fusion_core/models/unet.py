@@ -30,19 +30,26 @@ from ..config import UNetConfig
 from ..layers.common import Downsample, PlainConvBlock, PlainResidualBlock, Upsample, group_norm
 from ..layers.dynamic_conv import DynamicFeatureExtractor
 from ..layers.embeddings import TimeEmbedding
-from ..layers.gated import GatedFeatureSelection
+from ..layers.gated import GatedFeatureSelection, gate_activity
 
 
 @dataclass
 class UNetOutput:
     """eps (B, 4, H, W); decoder features from deepest to last, (B, C_i, H_i, W_i); intermediates by layer.
 
-    ``intermediates`` maps "down1.dfe" to alpha (B, M) and "down1.gfs" to the gate mean (B, 1, H_i, W_i).
+    ``intermediates`` maps "down1.dfe" to alpha (B, M), "down1.gfs" to the gate mean over channels
+    (B, 1, H_i, W_i) and "down1.gfs_activity" to the gate's activity statistics (B, 3), see ``gate_activity``.
     """
 
     eps: torch.Tensor
     features: list[torch.Tensor]
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _record_gate(record: dict[str, torch.Tensor], name: str, gate: torch.Tensor) -> None:
+    """Keep the gate's channel mean (B, 1, H, W) and activity (B, 3); the full (B, C, H, W) gate is dropped."""
+    record[f"{name}.gfs"] = gate.mean(dim=1, keepdim=True)
+    record[f"{name}.gfs_activity"] = gate_activity(gate)
 
 
 class DynamicGatedStage(nn.Module):
@@ -69,7 +76,7 @@ class DynamicGatedStage(nn.Module):
             if alpha is not None:
                 record[f"{name}.dfe"] = alpha
             if gate is not None:
-                record[f"{name}.gfs"] = gate
+                _record_gate(record, name, gate)
         return h
 
 
@@ -124,7 +131,7 @@ class DenoisingUNet(nn.Module):
         # 3. bottleneck: one GFS
         h, gate = self.mid(h, t_emb)
         if record is not None and gate is not None:
-            record["mid.gfs"] = gate
+            _record_gate(record, "mid", gate)
         # 4. decoder: upsample, concatenate the skip, DFE + GFS
         features = []
         for i, (upsample, stage) in enumerate(zip(self.upsample, self.up), start=1):
