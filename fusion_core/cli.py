@@ -1,4 +1,5 @@
-"""Command line of DGD-Fusion: ``python -m fusion_core fuse | train | evaluate | bench``.
+"""Command line of DGD-Fusion: ``python -m fusion_core fuse | train | evaluate | split | bench | ablation | compare``
+(and ``curves``, the validation rank of training runs).
 
 Thin: parse, build, call the library. Training flags are generated from ``TrainConfig``'s fields.
 """
@@ -278,6 +279,32 @@ def _parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _add_curves(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("curves", help="plot the validation rank of training runs against training minutes")
+    p.add_argument("runs", nargs="+", help="LABEL=FOLDER of each training run (trained with --val)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.set_defaults(run=_run_curves)
+
+
+def _run_curves(args: argparse.Namespace) -> int:
+    from .experiments import plot_convergence
+
+    runs = dict(run.split("=", 1) if "=" in run else (Path(run).name, run) for run in args.runs)
+    logs = plot_convergence(Path(args.out), runs)
+    for label, lines in logs.items():
+        if not lines:
+            print(f"{label}: no validation lines (train with --val)", file=sys.stderr)
+            continue
+        reached = next((line for line in lines
+                        if line["validation"]["rank"] <= line["validation"]["best_baseline_rank"]), None)
+        last = lines[-1]["validation"]
+        when = (f"step {reached['step']} ({reached['train_seconds'] / 60:.1f} min)" if reached else "not reached")
+        print(f"{label}: rank {last['rank']:.2f} at step {lines[-1]['step']} (best baseline {last['best_baseline']} "
+              f"{last['best_baseline_rank']:.2f}); first at or above the best baseline: {when}")
+    print(f"-> {args.out}")
+    return 0
+
+
 def _add_ablation(sub: argparse._SubParsersAction) -> None:
     from .experiments import ABLATION_VARIANTS
 
@@ -353,7 +380,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fusion_core", description="DGD-Fusion: multimodal image fusion")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_fuse, _add_train, _add_evaluate, _add_split, _add_bench, _add_ablation, _add_compare):
+    for add in (_add_fuse, _add_train, _add_evaluate, _add_split, _add_bench, _add_ablation, _add_compare, _add_curves):
         add(sub)
     return parser
 

@@ -338,6 +338,34 @@ def plot_curves(path: Path, logs: Mapping[str, list[dict]]) -> None:
     figure.savefig(path, dpi=100)
 
 
+def plot_convergence(path: Path, runs: Mapping[str, Path]) -> dict[str, list[dict]]:
+    """The validation rank of stage-2 runs against training minutes, with each run's best baseline dotted.
+
+    Args:
+        runs: label -> training folder (its train_log.jsonl holds the validation lines).
+    Returns:
+        label -> the validation log lines plotted.
+    """
+    from matplotlib.figure import Figure  # imported here: plotting is the only user and is slow to import
+
+    logs = {label: [line for line in _read_log(Path(folder) / LOG_NAME) if "validation" in line]
+            for label, folder in runs.items()}
+    figure = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = figure.subplots()
+    for i, (label, lines) in enumerate(logs.items()):
+        minutes = [line["train_seconds"] / 60 for line in lines]
+        ax.plot(minutes, [line["validation"]["rank"] for line in lines], color=f"C{i}", marker=".", label=label)
+        ax.plot(minutes, [line["validation"]["best_baseline_rank"] for line in lines], color=f"C{i}",
+                linestyle=":", linewidth=1, label=f"{label}: best classical baseline")
+    ax.set_xlabel("training time (CPU minutes, validation excluded)")
+    ax.set_ylabel("mean rank over the seven paper metrics")
+    ax.invert_yaxis()  # rank 1 (best) at the top
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.savefig(path, dpi=100)
+    return logs
+
+
 def _plot_validation(ax, curves: Mapping[str, list[tuple[int, float, float]]]) -> None:
     for i, (name, points) in enumerate(curves.items()):
         if points:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fusion_core.data import PairDataset, find_pairs
+from fusion_core.data import PairDataset, case_of, find_pairs, split_pairs
 from fusion_core.imaging import write_png
 
 
@@ -141,3 +141,19 @@ def test_gray_b_is_repeated_to_three_channels(tmp_path, rng):
     a_crops, b_crops = dataset.crop_batch([0, 0], 16, torch.Generator().manual_seed(0))
     for channel in range(3):
         assert torch.equal(b_crops[:, channel], a_crops[:, 0])
+
+
+def test_split_by_case_keeps_every_slice_of_a_case_on_one_side(tmp_path, rng):
+    names = [f"{case}{slice_:03d}" for case in (2, 16, 20, 33, 41) for slice_ in (1, 2, 3)]
+    for name in names:
+        _write_pair(tmp_path, "MRI", "CT", name, *_related_pair(rng, 8, 8))
+    train, test = split_pairs(find_pairs(tmp_path), every=5, by_case=True)
+    assert {case_of(p.name) for p in test} == {"41"}  # the 5th of the sorted cases 16, 2, 20, 33, 41
+    assert len(test) == 3 and len(train) == 12
+    assert not {case_of(p.name) for p in train} & {case_of(p.name) for p in test}
+    by_file_train, by_file_test = split_pairs(find_pairs(tmp_path), every=5)
+    assert {case_of(p.name) for p in by_file_train} & {case_of(p.name) for p in by_file_test}  # the leak
+
+
+def test_case_of_strips_the_slice_number():
+    assert case_of("16003") == "16" and case_of("2017") == "2" and case_of("00040N") == "00040N"

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from fusion_core import checkpoint
+from fusion_core.baselines import BASELINES
 from fusion_core.checkpoint import load_pipeline, save_pipeline
 from fusion_core.cli import main
 from fusion_core.config import FusionConfig, TrainConfig
@@ -25,6 +26,7 @@ from fusion_core.data import PairDataset
 from fusion_core.imaging import write_png
 from fusion_core.pipeline import FusionPipeline
 from fusion_core.train import LOG_NAME, TrainProgress, read_train_state, train
+from fusion_core.validation import ValidationSet
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "MODEL_CARD.md", "optimizer.safetensors",
@@ -158,6 +160,27 @@ def test_train_log_lines_are_json_with_the_stage_losses(tiny_config, dataset, tm
     for line in lines:
         assert STAGE_LOSSES[stage] <= line.keys()
         assert all(math.isfinite(line[name]) for name in STAGE_LOSSES[stage])
+
+
+def test_stage_two_logs_its_validation_rank_at_step_zero_and_every_n_steps(tiny_config, dataset, tmp_path):
+    pairs = [(a, b) for a, b in zip(dataset.a, dataset.b)]
+    result = train(_pipeline(tiny_config), dataset, _train_config(2, 4, validate_every=2), tmp_path,
+                   validation=ValidationSet(pairs))
+    lines = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
+    checks = [line for line in lines if "validation" in line]
+    assert [line["step"] for line in checks] == [0, 2, 4]
+    assert checks[0]["train_seconds"] < 0.01  # nothing trained yet; validating is not training time
+    assert [line["train_seconds"] for line in checks] == sorted(line["train_seconds"] for line in checks)
+    assert checks[-1]["train_seconds"] <= result.wall_seconds
+    for line in checks:
+        assert 1 <= line["validation"]["rank"] <= 5 and set(line["validation"]["means"]) == {"dgd", *BASELINES}
+
+
+def test_stage_one_logs_no_validation(tiny_config, dataset, tmp_path):
+    pairs = [(a, b) for a, b in zip(dataset.a, dataset.b)]
+    train(_pipeline(tiny_config), dataset, _train_config(1, 2, validate_every=1), tmp_path,
+          validation=ValidationSet(pairs))
+    assert all("validation" not in json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines())
 
 
 def test_two_process_gloo_run_ends_with_identical_weights_on_both_ranks(tiny_config, data_dir, tmp_path):

@@ -1,0 +1,88 @@
+"""The validation rank of training: the network's metrics against the classical baselines on fixed pairs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fusion_core.baselines import BASELINES
+from fusion_core.cli import main
+from fusion_core.evaluate import mean_ranks
+from fusion_core.metrics import PAPER_METRICS, compute_metrics
+from fusion_core.pipeline import FusionPipeline
+from fusion_core.validation import NETWORK, ValidationSet
+from conftest import make_pair
+
+
+class _Copy:
+    """Stands in for a pipeline: fuses like one baseline, so its metrics and rank must equal that baseline's."""
+
+    def __init__(self, name: str):
+        self.fuse_method = BASELINES[name]
+
+    def fuse(self, a, b, generator=None):
+        fused = np.clip(np.rint(self.fuse_method(a, b) * 255), 0, 255).astype(np.uint8)
+        return type("Result", (), {"fused": fused})()
+
+
+@pytest.fixture
+def pairs(rng):
+    return [make_pair(rng, 40, 48), make_pair(rng, 36, 44)]
+
+
+def test_baseline_means_are_the_per_pair_metrics_averaged(pairs):
+    validation = ValidationSet(pairs)
+    a, b = pairs[1]
+    fused = np.clip(np.rint(BASELINES["max"](a, b) * 255), 0, 255).astype(np.uint8)
+    second = compute_metrics(fused, a, b, metrics=PAPER_METRICS).values
+    a, b = pairs[0]
+    fused = np.clip(np.rint(BASELINES["max"](a, b) * 255), 0, 255).astype(np.uint8)
+    first = compute_metrics(fused, a, b, metrics=PAPER_METRICS).values
+    for label in PAPER_METRICS:
+        assert validation.baseline_means["max"][label] == pytest.approx((first[label] + second[label]) / 2)
+
+
+def test_a_network_that_copies_a_baseline_ties_with_it(pairs):
+    score = ValidationSet(pairs).score(_Copy("laplacian"))
+    assert score.means[NETWORK] == pytest.approx(score.means["laplacian"])
+    assert score.rank == pytest.approx(score.ranks["laplacian"])
+    assert score.ranks == pytest.approx(mean_ranks(score.means))
+    assert score.best_baseline_rank == min(score.ranks[name] for name in BASELINES)
+    assert set(score.to_dict()) == {"rank", "best_baseline", "best_baseline_rank", "ranks", "means"}
+
+
+def test_an_untrained_pipeline_scores_the_average(tiny_config, pairs):
+    """A weight-map head starts at the mean of the sources: its metrics are those of the average baseline."""
+    torch.manual_seed(0)
+    score = ValidationSet(pairs).score(FusionPipeline(tiny_config).eval())
+    for label in PAPER_METRICS:
+        assert score.means[NETWORK][label] == pytest.approx(score.means["average"][label], rel=0.02, abs=0.05)
+
+
+def test_an_empty_validation_set_is_refused():
+    with pytest.raises(ValueError, match="at least one pair"):
+        ValidationSet([])
+
+
+def _write_log(folder, ranks, best=3.0):
+    folder.mkdir()
+    lines = [{"stage": 2, "step": 100 * i, "train_seconds": 60.0 * i, "fusion": 1.0}
+             for i in range(len(ranks))]  # loss lines are skipped by the plot
+    lines += [{"stage": 2, "step": 100 * i, "train_seconds": 60.0 * i,
+               "validation": {"rank": r, "best_baseline": "max", "best_baseline_rank": best}}
+              for i, r in enumerate(ranks)]
+    (folder / "train_log.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+
+
+def test_curves_command_says_when_each_run_reached_the_best_baseline(tmp_path, capsys):
+    _write_log(tmp_path / "fast", [3.5, 2.9, 2.5])
+    _write_log(tmp_path / "slow", [5.0, 4.0, 3.5])
+    out = tmp_path / "curves.png"
+    assert main(["curves", f"fast={tmp_path / 'fast'}", str(tmp_path / "slow"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "fast: rank 2.50 at step 200" in text and "best baseline: step 100 (1.0 min)" in text
+    assert "slow: rank 3.50 at step 200" in text and "not reached" in text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
