@@ -1,5 +1,5 @@
 """Command line of DGD-Fusion: ``python -m fusion_core fuse | train | evaluate | split | bench | ablation | compare``
-(and ``curves``, the validation rank of training runs).
+(and ``curves``, the validation rank of training runs; ``gates``, how much the GFS gates select).
 
 Thin: parse, build, call the library. Training flags are generated from ``TrainConfig``'s fields.
 """
@@ -27,7 +27,7 @@ from .evaluate import FusionMethod, evaluate_folder, pipeline_method
 from .imaging import ImageLoadError, read_pair, write_dicom_secondary_capture, write_png, write_tiff16
 from .pipeline import FusionPipeline, build_pipeline
 from .train import TrainProgress, hardware_description, read_train_state, setup_distributed, train
-from .validation import ValidationSet
+from .validation import ValidationSet, measure_gates
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "checkpoints" / "dgd-general"
 
@@ -279,6 +279,32 @@ def _parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _add_gates(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gates", help="how much the GFS gates of a checkpoint select, over a folder of pairs")
+    p.add_argument("pairs", help="folder of pairs")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled dgd-general)")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="architecture without a checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise for every pair")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_run_gates)
+
+
+def _run_gates(args: argparse.Namespace) -> int:
+    pipeline = resolve_pipeline(args.checkpoint, args.preset, args.device)
+    dataset = PairDataset(find_pairs(args.pairs))
+    bar = tqdm(total=len(dataset), desc="gates", unit="pair")
+    report = measure_gates(pipeline, list(zip(dataset.a, dataset.b)), args.seed,
+                           lambda done, total: bar.update(done - bar.n))
+    bar.close()
+    print("| layer | mean per-channel spatial std of g | share of g < 0.2 | share of g > 0.8 |")
+    print("| --- | ---: | ---: | ---: |")
+    for layer, (spread, low, high) in report.layers.items():
+        print(f"| {layer} | {spread:.4f} | {low:.4f} | {high:.4f} |")
+    print(f"\n{report.pairs} pairs; mean over {len(report.layers)} GFS layers of the per-channel spatial std of g: "
+          f"{report.mean_spread:.4f}")
+    return 0
+
+
 def _add_curves(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("curves", help="plot the validation rank of training runs against training minutes")
     p.add_argument("runs", nargs="+", help="LABEL=FOLDER of each training run (trained with --val)")
@@ -380,7 +406,8 @@ def _run_compare(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fusion_core", description="DGD-Fusion: multimodal image fusion")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_fuse, _add_train, _add_evaluate, _add_split, _add_bench, _add_ablation, _add_compare, _add_curves):
+    for add in (_add_fuse, _add_train, _add_evaluate, _add_split, _add_bench, _add_ablation, _add_compare, _add_curves,
+                _add_gates):
         add(sub)
     return parser
 

@@ -5,12 +5,13 @@ current weights; the seven paper metrics (EN, MI, SSIM, PSNR, SF, Q^AB/F, CC) of
 four classical baselines are averaged over the pairs, and each method gets its mean rank over the seven
 (1 = best, as in the evaluation tables). The baselines do not change, so their metrics are computed once.
 The curve of the network's rank against training time is the convergence measurement of docs/training.md.
+``measure_gates`` says how much the GFS gates of a trained pipeline select on a set of pairs.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from .metrics import PAPER_METRICS, compute_metrics
 from .pipeline import FusionPipeline
 
 NETWORK = "dgd"
+ACTIVITY_SUFFIX = ".gfs_activity"  # the pipeline's record of each GFS layer's gate activity (T, 3)
 
 
 @dataclass(frozen=True)
@@ -59,16 +61,17 @@ class ValidationSet:
             raise ValueError("the validation set needs at least one pair")
         self.pairs = list(pairs)
         self.seed = seed
-        self.baseline_means = {
-            name: _mean_metrics([fused_uint8(fuse(a, b), b.shape, name, f"#{i}") for i, (a, b) in enumerate(self.pairs)],
-                                self.pairs)
-            for name, fuse in BASELINES.items()}
+        self.baseline_means = {name: _mean_metrics(self._fuse_all(name, fuse), self.pairs)
+                               for name, fuse in BASELINES.items()}
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike, seed: int = 0) -> ValidationSet:
         """Every pair of a folder in any layout ``find_pairs`` knows."""
         dataset = PairDataset(find_pairs(root))
         return cls(list(zip(dataset.a, dataset.b)), seed)
+
+    def _fuse_all(self, name: str, fuse: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> list[np.ndarray]:
+        return [fused_uint8(fuse(a, b), b.shape, name, f"#{i}") for i, (a, b) in enumerate(self.pairs)]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -82,3 +85,38 @@ class ValidationSet:
         best = min(self.baseline_means, key=ranks.__getitem__)
         return ValidationScore(rank=ranks[NETWORK], best_baseline=best, best_baseline_rank=ranks[best],
                                ranks=ranks, means=means)
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """Gate activity of a pipeline over a set of pairs (see ``layers.gated.gate_activity``).
+
+    Attributes:
+        layers: GFS layer -> (mean per-channel spatial std of g, share below 0.2, share above 0.8), each the
+            mean over pairs and feature timesteps.
+        pairs: how many pairs were fused.
+    """
+
+    layers: dict[str, tuple[float, float, float]]
+    pairs: int
+
+    @property
+    def mean_spread(self) -> float:
+        """The mean over layers of the per-channel spatial standard deviation of g."""
+        return float(np.mean([spread for spread, _, _ in self.layers.values()])) if self.layers else 0.0
+
+
+def measure_gates(pipeline: FusionPipeline, pairs: Sequence[tuple[np.ndarray, np.ndarray]], seed: int = 0,
+                  progress: Callable[[int, int], None] | None = None) -> GateReport:
+    """Fuse each pair with its intermediates and average every GFS layer's gate activity."""
+    sums: dict[str, np.ndarray] = {}
+    for done, (a, b) in enumerate(pairs, start=1):
+        record = pipeline.fuse(a, b, generator=torch.Generator().manual_seed(seed), return_intermediates=True)
+        for name, value in record.intermediates.items():
+            if name.endswith(ACTIVITY_SUFFIX):
+                layer = name.removesuffix(ACTIVITY_SUFFIX)
+                sums[layer] = sums.get(layer, 0) + value.mean(axis=0)  # (3,): mean over timesteps
+        if progress is not None:
+            progress(done, len(pairs))
+    layers = {name: tuple(float(v) for v in total / len(pairs)) for name, total in sums.items()}
+    return GateReport(layers=layers, pairs=len(pairs))

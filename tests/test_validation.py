@@ -13,7 +13,7 @@ from fusion_core.cli import main
 from fusion_core.evaluate import mean_ranks
 from fusion_core.metrics import PAPER_METRICS, compute_metrics
 from fusion_core.pipeline import FusionPipeline
-from fusion_core.validation import NETWORK, ValidationSet
+from fusion_core.validation import NETWORK, ValidationSet, measure_gates
 from conftest import make_pair
 
 
@@ -86,3 +86,13 @@ def test_curves_command_says_when_each_run_reached_the_best_baseline(tmp_path, c
     assert "fast: rank 2.50 at step 200" in text and "best baseline: step 100 (1.0 min)" in text
     assert "slow: rank 3.50 at step 200" in text and "not reached" in text
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gate_report_averages_each_layers_activity_over_pairs_and_timesteps(tiny_pipeline, pairs):
+    report = measure_gates(tiny_pipeline, pairs)
+    per_pair = [tiny_pipeline.fuse(a, b, return_intermediates=True).intermediates for a, b in pairs]
+    assert report.pairs == 2 and len(report.layers) == 9  # four down, the middle, four up
+    expected = (per_pair[0]["up4.gfs_activity"].mean(0) + per_pair[1]["up4.gfs_activity"].mean(0)) / 2
+    np.testing.assert_allclose(report.layers["up4"], expected, rtol=1e-6)
+    assert report.mean_spread == pytest.approx(np.mean([v[0] for v in report.layers.values()]))
+    assert report.mean_spread > 0.01  # gates start away from a flat 0.5
