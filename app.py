@@ -84,7 +84,8 @@ DESCRIPTION = """\
 
 Fuse an **infrared + visible** pair or an **MRI + CT / PET / SPECT** pair, compare the result with classical
 fusion methods on the paper's metrics, and look inside the network: the expert weights of its dynamic feature
-extractors, the gates of its gated feature selection and its global-local attention maps. Method: Di, Huo, Wang,
+extractors, the gates of its gated feature selection, its global-local attention maps and the weight map
+that says where the result comes from A and where from B. Method: Di, Huo, Wang,
 Liu and Lian, *J. Harbin Inst. Technol.* 2026, DOI [10.11918/202507016](https://doi.org/10.11918/202507016).
 
 **A research tool, not a medical device: never use it for diagnosis, and do not upload real patient data to a
@@ -358,7 +359,7 @@ class FusionApp:
         """Fuse the uploaded pair; yields the image first, then the metric table and the network's maps.
 
         Outputs: fused, slider A, slider B, downloads, notes, DICOM summary, metric table, baselines,
-        expert weights, gate maps, attention maps.
+        expert weights, gate maps with their activity, the head's weight map and attention maps.
         """
         spec = TASKS[task]
         image_a = read_source(path_a, f"source A ({spec.a})", window_a, frame_a)
@@ -579,7 +580,7 @@ def build_demo(app: FusionApp | None = None) -> gr.Blocks:
             with gr.Accordion("Inside the network", open=False, elem_id="maps"):
                 experts = gr.Plot(label="Expert weights (DFE)", show_label=False)
                 gates = gr.Plot(label="Gate maps (GFS)", show_label=False)
-                attention = gr.Plot(label="Attention maps (GLSA)", show_label=False)
+                attention = gr.Plot(label="Fusion head: weight map and attention maps (GLSA)", show_label=False)
         with gr.Tab("Evaluate"):
             gr.Markdown("Fuse every pair of a zip with the network and the four classical baselines and score them. "
                         "The zip holds two folders with the same file names: `ir` + `vi`, `MRI` + `CT|PET|SPECT` "
