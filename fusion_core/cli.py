@@ -151,9 +151,14 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _bar_callback(bar: tqdm):
+    last_rank: list[float] = []
+
     def update(report: TrainProgress) -> None:
         bar.n = report.step
-        bar.set_postfix({k: f"{v:.4f}" for k, v in report.losses.items()} | {"crops/s": f"{report.crops_per_second:.1f}"})
+        if report.validation is not None:
+            last_rank[:] = [report.validation]
+        shown = {k: f"{v:.4f}" for k, v in report.losses.items()} | {"crops/s": f"{report.crops_per_second:.1f}"}
+        bar.set_postfix(shown | ({"val rank": f"{last_rank[0]:.2f}"} if last_rank else {}))
     return update
 
 

@@ -143,7 +143,8 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
             report = _periodic(pipeline, dataset, config, out_dir, optimizer, report, clock.total(), card)
             if validate is not None and (step % max(config.validate_every, 1) == 0 or step == config.steps):
                 report = replace(report, validation=validate(step))
-            if progress is not None and (step % config.log_every == 0 or report.checkpoint or step == config.steps):
+            due = step % config.log_every == 0 or report.checkpoint or report.validation is not None
+            if progress is not None and (due or step == config.steps):
                 progress(report)
     if context.is_main:
         _save(pipeline, optimizer, config, out_dir, step, clock.total(), card)
