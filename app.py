@@ -1,6 +1,6 @@
 """DGD-Fusion in the browser: fuse a pair, compare it with classical methods, evaluate, train, read about it.
 
-UI only (STYLE rules 12-13). ``FusionApp`` holds the adapter handlers: each turns UI values into calls of the
+UI only. ``FusionApp`` holds the adapter handlers: each turns UI values into calls of the
 ``fusion_core`` public API and its results back into UI values, and turns every bad input into a message a
 person can act on (``gr.Error``), never a traceback. ``build_demo`` holds the layout, then the wiring;
 ``main`` launches. Pipelines load lazily, once per checkpoint (``fusion_app.models.ModelStore``), so

@@ -8,7 +8,7 @@ The network is compared with these on the same pairs and the same metrics (`eval
   DOI 10.1109/TIP.2013.2244222, with its parameters (r1 = 45, eps1 = 0.3, r2 = 7, eps2 = 1e-6); the guided
   filter of K. He, J. Sun and X. Tang, IEEE TPAMI 35(6), 2013.
 
-Colour is handled as the network handles it (DESIGN §1, `fuse_luminance`): fuse Y_A with Y_B, output
+Colour is handled as the network handles it (docs/design.md §1, `fuse_luminance`): fuse Y_A with Y_B, output
 YCbCr -> RGB(Y_F, Cb_B, Cr_B) clipped to [0, 1]; a gray B gives a gray result. Every method takes a (gray
 (H, W); an RGB A is reduced to its luma) and b ((H, W) or (H, W, 3)), floats in [0, 1] or uint8, any size,
 and returns float64 in [0, 1] with B's shape. numpy and scipy only.
@@ -52,7 +52,7 @@ def _as_unit_image(image: np.ndarray, name: str) -> np.ndarray:
 
 
 def fuse_luminance(rule: LuminanceRule, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Apply a luminance fusion rule with the product's colour handling (DESIGN §1).
+    """Apply a luminance fusion rule with the product's colour handling (docs/design.md §1).
 
     Args:
         rule: (Y_A, Y_B) -> Y_F on (H, W) float64 in [0, 1].

@@ -1,4 +1,4 @@
-"""The performance benchmark of DGD-Fusion: ``python -m fusion_core bench`` (DESIGN §5).
+"""The performance benchmark of DGD-Fusion: ``python -m fusion_core bench`` (docs/design.md §5).
 
 For a pair of the given size: the median latency of ``FusionPipeline.fuse`` over several runs after one
 warm-up (the mean beside it), and the peak memory, for each preset and device; the same figures for the

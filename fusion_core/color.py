@@ -1,4 +1,4 @@
-"""Colour conversion for DGD-Fusion: BT.601 full-range YCbCr (DESIGN §1).
+"""Colour conversion for DGD-Fusion: BT.601 full-range YCbCr (docs/design.md §1).
 
 Fusion happens on luminance: A is gray, B is split into Y, Cb, Cr; the network fuses Y_A with Y_B and
 the output is YCbCr -> RGB(Y_F, Cb_B, Cr_B). This module is the one place the BT.601 coefficients live.
@@ -44,7 +44,7 @@ def luma(image: np.ndarray) -> np.ndarray:
 def replace_luma(rgb: np.ndarray, y: np.ndarray) -> np.ndarray:
     """RGB(Y = y, Cb and Cr of ``rgb``): (H, W, 3) and (H, W) in [0, 1] -> (H, W, 3) float64, not clipped.
 
-    This is how a fused luminance takes on B's colour (DESIGN §1); the chroma is B's, exactly.
+    This is how a fused luminance takes on B's colour (docs/design.md §1); the chroma is B's, exactly.
     """
     ycbcr = rgb_to_ycbcr(rgb)
     ycbcr[..., 0] = y

@@ -15,7 +15,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """The denoising UNet eps_theta(x_t, t) (DESIGN §2.4).
+    """The denoising UNet eps_theta(x_t, t) (docs/design.md §2.4).
 
     ``space_to_depth`` folds each s x s block of pixels into channels before the first stage and unfolds the
     output after the last (pixel unshuffle / shuffle), so the UNet works at 1/s resolution; full-resolution
@@ -53,7 +53,7 @@ HEAD_OUTPUTS = ("weight_map", "intensity")
 
 @dataclass(frozen=True)
 class FusionHeadConfig:
-    """The cross-layer attention fusion head (DESIGN §2.5).
+    """The cross-layer attention fusion head (docs/design.md §2.5).
 
     ``head_downsample`` is the stride s of the overlapping patch embedding of stages 1 and 2 (kernel s + 2,
     so neighbouring patches overlap); the final stage runs at full resolution. Stages 1 and 2 at half
@@ -82,7 +82,7 @@ class FusionHeadConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Stage-2 loss weights (DESIGN §2.7): intensity, Sobel gradient and SSIM terms."""
+    """Stage-2 loss weights (docs/design.md §2.7): intensity, Sobel gradient and SSIM terms."""
 
     intensity: float = 1.0
     gradient: float = 10.0

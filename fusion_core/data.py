@@ -160,7 +160,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 class PairDataset(Dataset):
-    """Registered pairs held in memory as uint8, A gray and B RGB (a gray B repeated, DESIGN §2).
+    """Registered pairs held in memory as uint8, A gray and B RGB (a gray B repeated, docs/design.md §2).
 
     ``__getitem__`` gives whole images as float tensors in [0, 1]; ``crop_batch`` draws random crops and
     flips from a generator, so a batch is a pure function of (indices, generator state).

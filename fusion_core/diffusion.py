@@ -1,4 +1,4 @@
-"""The Gaussian diffusion process of DGD-Fusion (paper eqs. 1-2; DESIGN §2.1).
+"""The Gaussian diffusion process of DGD-Fusion (paper eqs. 1-2; docs/design.md §2.1).
 
 The process owns the schedule and takes the noise predictor as an argument; it owns no network.
 The schedule is computed in float64 and stored as float32 buffers.

@@ -1,4 +1,4 @@
-"""Stage-2 loss of DGD-Fusion (DESIGN §2.7): unsupervised, as in SeAFusion and Dif-Fusion.
+"""Stage-2 loss of DGD-Fusion (docs/design.md §2.7): unsupervised, as in SeAFusion and Dif-Fusion.
 
 L = w_int * L1(Y_F, max(Y_A, Y_B)) + w_grad * L1(|Sobel Y_F|, max(|Sobel Y_A|, |Sobel Y_B|))
     + w_ssim * (1 - (SSIM(Y_F, Y_A) + SSIM(Y_F, Y_B)) / 2),

@@ -11,7 +11,7 @@ sizes) raises ValueError naming the problem.
 
 Two convention sets (`CONVENTIONS`):
 
-- "standard" (DESIGN §4): MI in bits; SSIM = (SSIM(F,A) + SSIM(F,B)) / 2 with data range 255; PSNR with
+- "standard" (docs/design.md §4): MI in bits; SSIM = (SSIM(F,A) + SSIM(F,B)) / 2 with data range 255; PSNR with
   peak 255; Q^AB/F with reflected borders and orientations compared modulo pi.
 - "published": what the `utils/Evaluator.py` script of CDDFuse (Zhao et al., CVPR 2023) computes, which many
   later fusion papers reuse for their tables. Use it to compare with numbers from those papers:
@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from .color import luma
 
-# Q^AB/F constants (Xydeas & Petrovic 2000; DESIGN §4).
+# Q^AB/F constants (Xydeas & Petrovic 2000; docs/design.md §4).
 QABF_TG, QABF_KG, QABF_DG = 0.9994, -15.0, 0.5
 QABF_TA, QABF_KA, QABF_DA = 0.9879, -22.0, 0.8
 
@@ -414,7 +414,7 @@ class Convention:
 CONVENTIONS: dict[str, Convention] = {
     "standard": Convention(
         "standard", 2.0, "mean", DATA_RANGE, 255.0, False,
-        "standard (DESIGN §4): MI in bits (sum over A and B); SSIM = mean of SSIM(F,A) and SSIM(F,B) "
+        "standard (docs/design.md §4): MI in bits (sum over A and B); SSIM = mean of SSIM(F,A) and SSIM(F,B) "
         "(7x7 window, data range 255); PSNR with peak 255; Qabf with reflected borders",
     ),
     "published": Convention(

@@ -3,7 +3,7 @@
 fuse(a, b): A (gray) and B (gray or RGB) -> B's luminance Y_B (BT.601) -> the pair x_0 = concat(A, B_rgb)
 in [-1, 1] is noised to each feature timestep with noise from a generator seeded per call (eq. 1) -> one
 UNet pass per timestep -> the fusion head reads the decoder features and the sources -> Y_F ->
-RGB(Y_F, Cb_B, Cr_B) (DESIGN §1-2). Any size: inputs are reflect-padded to the network's stride and
+RGB(Y_F, Cb_B, Cr_B) (docs/design.md §1-2). Any size: inputs are reflect-padded to the network's stride and
 cropped back; inputs larger than ``tile_size`` are fused in overlapping tiles blended with linear ramps, so
 memory is bounded by the tile, not the image.
 
@@ -223,7 +223,7 @@ class FusionPipeline(nn.Module):
 
         All T timesteps go through the UNet as one batch of T * B. Measured on a 2-core CPU for a 640x512
         input of the ``cpu`` preset: 0.145 s batched against 0.153 s for T single-sample calls, so the
-        batch (which DESIGN §2.1 describes) stays.
+        batch (which docs/design.md §2.1 describes) stays.
         Returns decoder features with timesteps stacked on channels, (B, T * C_i, H_i, W_i), and the
         intermediates with a timestep axis after the batch axis, (B, T, ...).
         """

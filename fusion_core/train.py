@@ -1,4 +1,4 @@
-"""Two-stage training of DGD-Fusion (DESIGN §2.1, §2.7; paper §2.1.1), on one CPU or many GPUs.
+"""Two-stage training of DGD-Fusion (docs/design.md §2.1, §2.7; paper §2.1.1), on one CPU or many GPUs.
 
 Stage 1 trains the denoising UNet with the diffusion loss; stage 2 freezes it and trains the fusion head
 with the unsupervised fusion loss. Adam, lr 1e-4 (the paper). Everything random in step s (which pairs,

@@ -1,4 +1,4 @@
-"""Dynamic feature extractor, DFE (paper §1.2.1, eqs. 3-6; DESIGN §2.2).
+"""Dynamic feature extractor, DFE (paper §1.2.1, eqs. 3-6; docs/design.md §2.2).
 
 M expert kernels are mixed per sample by a gate that reads the features and the time embedding, so the
 convolution adapts to the content and to the noise level. Eq. 4 (unfold + einsum) is computed as one
@@ -23,7 +23,7 @@ from .common import group_norm
 class ExpertGate(nn.Module):
     """Scores the M experts: conv -> global average pool -> linear, plus a linear of t_emb -> softmax.
 
-    Adding the time term before the softmax makes the mixture depend on the noise level (DESIGN §2.2).
+    Adding the time term before the softmax makes the mixture depend on the noise level (docs/design.md §2.2).
     """
 
     def __init__(self, channels: int, num_experts: int, time_embed_dim: int):

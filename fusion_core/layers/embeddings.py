@@ -1,4 +1,4 @@
-"""Time embeddings for DGD-Fusion (DESIGN §2.4) and FeatureWiseAffine, the FiLM of the fusion head (§2.5).
+"""Time embeddings for DGD-Fusion (docs/design.md §2.4) and FeatureWiseAffine, the FiLM of the fusion head (§2.5).
 
 Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016, sections 1.2.2 and 1.3.
 """

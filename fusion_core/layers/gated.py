@@ -1,4 +1,4 @@
-"""Gated feature selection, GFS ("GCFS" in the ablation table; paper §1.2.2, eqs. 7-8; DESIGN §2.3).
+"""Gated feature selection, GFS ("GCFS" in the ablation table; paper §1.2.2, eqs. 7-8; docs/design.md §2.3).
 
 Every pixel and channel of the main branch gets a gate in (0, 1) from a spatial mask times a channel
 attention, so irrelevant features are suppressed; the time embedding then scales and shifts the gated

@@ -1,4 +1,4 @@
-"""Global-local spatial attention, GLSA (paper §1.3, eqs. 9-16; DESIGN §2.5).
+"""Global-local spatial attention, GLSA (paper §1.3, eqs. 9-16; docs/design.md §2.5).
 
 Fuses features from two branches or two layers: concatenate and reduce to C channels (F), then
 F_global = Upsample(Conv1x1(GAP(F)))                      (eqs. 9)

@@ -1,4 +1,4 @@
-"""R-Transformer block of the fusion head (paper §1.3, fig. 4; DESIGN §2.5).
+"""R-Transformer block of the fusion head (paper §1.3, fig. 4; docs/design.md §2.5).
 
 A Restormer block (Zamir et al., CVPR 2022): LayerNorm, multi-head *transposed* self-attention (MDTA:
 attention between channels, so the cost is linear in the pixel count), LayerNorm, gated depthwise

@@ -1,4 +1,4 @@
-"""Cross-layer attention fusion head of DGD-Fusion (paper §1.3, fig. 4, eqs. 9-16; DESIGN §2.5).
+"""Cross-layer attention fusion head of DGD-Fusion (paper §1.3, fig. 4, eqs. 9-16; docs/design.md §2.5).
 
 Reads the two sources (A and the luminance of B) and the denoising UNet's decoder features at a few
 small timesteps, and writes the fused luminance Y_F in [0, 1]:

@@ -1,11 +1,11 @@
-"""The denoising UNet eps_theta(x_t, t) of DGD-Fusion (paper fig. 2b; DESIGN §2.4).
+"""The denoising UNet eps_theta(x_t, t) of DGD-Fusion (paper fig. 2b; docs/design.md §2.4).
 
 Encoder: 4 stages of DFE then GFS, each followed by a stride-2 convolution; bottleneck: one GFS; decoder:
 4 stages of upsample, skip concatenation, DFE then GFS. The net knows nothing of betas: it maps a noisy
 pair x_t and its timesteps to the predicted noise, and exposes its decoder features for the fusion head.
 
 Space-to-depth: the UNet runs at 1/s resolution (pixel unshuffle in, pixel shuffle out, as latent
-diffusion runs at reduced resolution). A measurement on a 2-core CPU (DESIGN §2.4) put a full-resolution
+diffusion runs at reduced resolution). A measurement on a 2-core CPU (docs/design.md §2.4) put a full-resolution
 UNet at about 29 s per 640x480 pair against about 0.6 s with s = 4; the fusion head's full-resolution
 source branches carry the fine detail, so s = 4 is the CPU default and s = 2 the GPU one.
 
