@@ -183,7 +183,7 @@ class _Validator:
             score = self.validation.score(self.pipeline)
         self.clock.paused += time.perf_counter() - began
         line = {"stage": self.config.stage, "step": step, "train_seconds": self.clock.total(),
-                "validation": score.to_dict(), "time": time.time()}
+                "validation": asdict(score), "time": time.time()}
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / LOG_NAME, "a") as log:
             log.write(json.dumps(line) + "\n")

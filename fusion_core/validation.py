@@ -43,10 +43,6 @@ class ValidationScore:
     ranks: dict[str, float]
     means: dict[str, dict[str, float]]
 
-    def to_dict(self) -> dict:
-        return {"rank": self.rank, "best_baseline": self.best_baseline,
-                "best_baseline_rank": self.best_baseline_rank, "ranks": self.ranks, "means": self.means}
-
 
 def _mean_metrics(fused: Sequence[np.ndarray], pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     scores = [compute_metrics(f, a, b, metrics=PAPER_METRICS).values for f, (a, b) in zip(fused, pairs)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -51,7 +52,7 @@ def test_a_network_that_copies_a_baseline_ties_with_it(pairs):
     assert score.rank == pytest.approx(score.ranks["laplacian"])
     assert score.ranks == pytest.approx(mean_ranks(score.means))
     assert score.best_baseline_rank == min(score.ranks[name] for name in BASELINES)
-    assert set(score.to_dict()) == {"rank", "best_baseline", "best_baseline_rank", "ranks", "means"}
+    assert set(dataclasses.asdict(score)) == {"rank", "best_baseline", "best_baseline_rank", "ranks", "means"}
 
 
 def test_an_untrained_pipeline_scores_the_average(tiny_config, pairs):
