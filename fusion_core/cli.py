@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .baselines import BASELINES
-from .checkpoint import load_pipeline
+from .checkpoint import WEIGHTS_NAME, load_pipeline
 from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig
 from .data import PairDataset, find_pairs, write_split
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
@@ -82,6 +82,9 @@ def _run_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_SWITCHES = {"tune_gates": "stage 2 also trains the UNet's GFS gates (spatial mask, channel attention)"}
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train stage 1 (UNet), stage 2 (fusion head) or both")
     p.add_argument("--data", required=True, nargs="+",
@@ -90,7 +93,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", default="both", choices=["1", "2", "both"])
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--init", help="start from this checkpoint (fine-tuning)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out, with the config (loss weights, head) saved there")
     p.add_argument("--stage1-steps", type=int, help="steps of stage 1 when --stage both (default --steps)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--val", help="folder of validation pairs (carved from the training data, e.g. with `split`): "
@@ -102,7 +106,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         if f.name == "stage":
             continue
         flags = [f"--{f.name.replace('_', '-')}"] + (["--batch"] if f.name == "batch_size" else [])
-        p.add_argument(*flags, dest=f.name, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            p.add_argument(*flags, dest=f.name, action="store_true", help=_TRAIN_SWITCHES[f.name])
+        else:
+            p.add_argument(*flags, dest=f.name, type=type(default), default=default)
     for f in dataclasses.fields(LossConfig):
         p.add_argument(f"--loss-{f.name}", dest=f"loss_{f.name}", type=float,
                        help=f"stage-2 loss weight of the {f.name} term (default: the model's config)")
@@ -121,7 +129,9 @@ def _with_loss_weights(pipeline: FusionPipeline, args: argparse.Namespace) -> Fu
 
 def _run_train(args: argparse.Namespace) -> int:
     context = setup_distributed(args.device)
-    pipeline = load_pipeline(args.init) if args.init else build_pipeline(PRESETS[args.preset])
+    resuming = args.resume and (Path(args.out) / WEIGHTS_NAME).exists()
+    source = args.out if resuming else args.init  # a resumed run keeps its own config (loss weights, head)
+    pipeline = load_pipeline(source) if source else build_pipeline(PRESETS[args.preset])
     pipeline = _with_loss_weights(pipeline, args)
     if args.head_output and args.head_output != pipeline.config.head.output:
         pipeline = pipeline.with_head(dataclasses.replace(pipeline.config.head, output=args.head_output))

@@ -1,7 +1,7 @@
 """Two-stage training of DGD-Fusion (docs/design.md §2.1, §2.7; paper §2.1.1), on one CPU or many GPUs.
 
 Stage 1 trains the denoising UNet with the diffusion loss; stage 2 freezes it and trains the fusion head
-with the unsupervised fusion loss. Adam, lr 1e-4 (the paper). Everything random in step s (which pairs,
+with the unsupervised fusion loss (optionally with the UNet's GFS gates, ``TrainConfig.tune_gates``). Adam, lr 1e-4 (the paper). Everything random in step s (which pairs,
 where they are cropped, the flips, the timesteps and the noise) comes from a generator seeded with
 (seed, step, rank), so a resumed run continues exactly where it stopped. Checkpoints are whole folders
 written atomically (weights, optimiser state, step); a stop request saves and returns. Under torchrun the
@@ -118,14 +118,10 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
     context = context or DistributedContext()
     out_dir = Path(out_dir)
     pipeline.to(context.device)
-    trained = pipeline.unet if config.stage == 1 else pipeline.head
-    frozen = pipeline.head if config.stage == 1 else pipeline.unet
-    frozen.requires_grad_(False).eval()
-    trained.requires_grad_(True).train()
-    optimizer = torch.optim.Adam(trained.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(_trainable(pipeline, config), lr=config.lr)
     start_step, elapsed = _restore(pipeline, optimizer, config, out_dir, resume, context.device)
     _broadcast_weights(pipeline, context)
-    model = _wrap(trained, context)
+    model = _wrap(pipeline.unet if config.stage == 1 else _FeaturesAndHead(pipeline), context)
     run = _StepRunner(pipeline, model, dataset, config, context)
     clock = _TrainingClock(elapsed)
     validate = _Validator(pipeline, validation, config, out_dir, clock) if context.is_main else None
@@ -151,6 +147,39 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
     pipeline.eval()
     speed = (step - start_step) * config.batch_size * context.world_size / max(clock.this_run(), 1e-9)
     return TrainResult(out_dir, config.stage, step, step < config.steps, clock.total(), speed, losses)
+
+
+def _trainable(pipeline: FusionPipeline, config: TrainConfig) -> list[nn.Parameter]:
+    """Set train/eval modes and requires_grad for ``config``'s stage and return the parameters to optimise.
+
+    Stage 1: the UNet. Stage 2: the head, plus the GFS gate parameters when ``config.tune_gates`` (the UNet
+    stays in eval mode either way: no dropout in the features the head reads).
+    """
+    trained = pipeline.unet if config.stage == 1 else pipeline.head
+    frozen = pipeline.head if config.stage == 1 else pipeline.unet
+    frozen.requires_grad_(False).eval()
+    trained.requires_grad_(True).train()
+    gates = pipeline.unet.gate_parameters() if config.stage == 2 and config.tune_gates else []
+    for parameter in gates:
+        parameter.requires_grad_(True)
+    return [*trained.parameters(), *gates]
+
+
+class _FeaturesAndHead(nn.Module):
+    """Stage 2's forward: UNet features at the feature timesteps, then the head (one module for DDP)."""
+
+    def __init__(self, pipeline: FusionPipeline):
+        super().__init__()
+        self.pipeline = pipeline
+        self.tuned = any(p.requires_grad for p in pipeline.unet.parameters())
+
+    def forward(self, a: torch.Tensor, y_b: torch.Tensor, x0: torch.Tensor, timesteps: tuple[int, ...],
+                generator: torch.Generator) -> torch.Tensor:
+        """a (B, 1, c, c), y_b (B, 1, c, c), x0 (B, 4, c, c) in [-1, 1] -> fused luminance (B, 1, c, c)."""
+        with torch.set_grad_enabled(self.tuned):
+            features, _ = self.pipeline.unet_features(x0, timesteps, generator)
+        t = torch.tensor([timesteps], device=a.device).expand(a.shape[0], -1)  # (B, T)
+        return self.pipeline.head(a, y_b, features, t).y_fused
 
 
 class _TrainingClock:
@@ -240,11 +269,8 @@ class _StepRunner:
         timesteps = _jitter(self.pipeline.config.head.feature_timesteps, self.config.timestep_jitter,
                             self.pipeline.diffusion.num_timesteps, generator)
         x0 = torch.cat([a, b], dim=1) * 2 - 1
-        with torch.no_grad():
-            features, _ = self.pipeline.unet_features(x0, timesteps, generator)
         y_b = (b * self.luma).sum(dim=1, keepdim=True)  # (B, 1, c, c) BT.601 luma
-        t = torch.tensor([timesteps], device=a.device).expand(a.shape[0], -1)  # (B, T)
-        y_fused = self.model(a, y_b, features, t).y_fused.float()
+        y_fused = self.model(a, y_b, x0, timesteps, generator).float()
         out = self.loss(y_fused, a, y_b)
         return {"total": out.total, "fusion": out.total.item(), "intensity": out.intensity,
                 "gradient": out.gradient, "ssim": out.ssim}

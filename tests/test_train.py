@@ -3,6 +3,7 @@ checkpoints, the JSON-lines log, a 2-process gloo run under torchrun, and the ``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -162,6 +163,20 @@ def test_train_log_lines_are_json_with_the_stage_losses(tiny_config, dataset, tm
         assert all(math.isfinite(line[name]) for name in STAGE_LOSSES[stage])
 
 
+def test_tune_gates_trains_the_head_and_only_the_gate_branches_of_the_unet(tiny_config, dataset, tmp_path):
+    pipeline = _pipeline(tiny_config)
+    before = {name: t.clone() for name, t in pipeline.unet.state_dict().items()}
+    train(pipeline, dataset, _train_config(2, 2, tune_gates=True), tmp_path)
+    changed = {name for name, t in pipeline.unet.state_dict().items() if not torch.equal(t, before[name])}
+    gate_names = {name for name, p in pipeline.unet.named_parameters()
+                  if any(p is q for q in pipeline.unet.gate_parameters())}
+    assert gate_names and all(".spatial." in name or ".channel." in name for name in gate_names)
+    assert changed == gate_names
+    frozen = _pipeline(tiny_config)
+    train(frozen, dataset, _train_config(2, 2), tmp_path / "frozen")
+    _assert_same_weights(frozen.unet.state_dict(), before)
+
+
 def test_stage_two_logs_its_validation_rank_at_step_zero_and_every_n_steps(tiny_config, dataset, tmp_path):
     pairs = [(a, b) for a, b in zip(dataset.a, dataset.b)]
     result = train(_pipeline(tiny_config), dataset, _train_config(2, 4, validate_every=2), tmp_path,
@@ -241,3 +256,18 @@ def test_train_command_loss_weights_are_saved_with_the_checkpoint(tiny_config, d
     assert code == 0
     loss = load_pipeline(out).config.loss
     assert loss.gradient == 3.5 and loss.intensity == tiny_config.loss.intensity
+
+
+def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir, tmp_path, restore_sigint):
+    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    out = tmp_path / "out"
+    common = ["train", "--data", str(data_dir), "--out", str(out), "--stage", "2", "--batch", "2", "--crop", "32",
+              "--checkpoint-every", "0", "--preview-every", "0", "--log-every", "1"]
+    assert main([*common, "--init", str(start), "--steps", "1", "--loss-gradient", "3.5"]) == 0
+    assert main([*common, "--resume", "--steps", "2"]) == 0  # no loss flags: the run's own weights go on
+    assert load_pipeline(out).config == dataclasses.replace(
+        tiny_config, loss=dataclasses.replace(tiny_config.loss, gradient=3.5))
+    last = json.loads((out / LOG_NAME).read_text().splitlines()[-1])
+    assert last["step"] == 2
+    assert last["fusion"] == pytest.approx(tiny_config.loss.intensity * last["intensity"] + 3.5 * last["gradient"]
+                                           + tiny_config.loss.ssim * last["ssim"], rel=1e-4)

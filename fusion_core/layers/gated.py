@@ -68,6 +68,10 @@ class GatedFeatureSelection(nn.Module):
         nn.init.zeros_(self.spatial.bias)
         nn.init.constant_(self.channel[2].bias, CHANNEL_BIAS)
 
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """The parameters that shape g alone (spatial mask and channel attention), for stage-2 tuning."""
+        return [*self.spatial.parameters(), *self.channel.parameters()]
+
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C_in, H, W), t_emb (B, D) -> out (B, C, H, W), gate g (B, C, H, W) in (0, 1)."""
         # 1. expand and split

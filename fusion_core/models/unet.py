@@ -109,6 +109,10 @@ class DenoisingUNet(nn.Module):
         self.out_norm = nn.Sequential(group_norm(previous, config.norm_groups), nn.SiLU())
         self.out = nn.Conv2d(previous + config.in_channels * s2, config.in_channels * s2, 3, padding=1)
 
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """Every GFS layer's gate parameters (empty without GFS): what ``TrainConfig.tune_gates`` trains."""
+        return [p for m in self.modules() if isinstance(m, GatedFeatureSelection) for p in m.gate_parameters()]
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Predicted noise eps (B, 4, H, W)."""
         return self.forward_features(x_t, t).eps
