@@ -82,9 +82,6 @@ def _run_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
-_TRAIN_SWITCHES = {"tune_gates": "stage 2 also trains the UNet's GFS gates (spatial mask, channel attention)"}
-
-
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train stage 1 (UNet), stage 2 (fusion head) or both")
     p.add_argument("--data", required=True, nargs="+",
@@ -106,11 +103,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         if f.name == "stage":
             continue
         flags = [f"--{f.name.replace('_', '-')}"] + (["--batch"] if f.name == "batch_size" else [])
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            p.add_argument(*flags, dest=f.name, action="store_true", help=_TRAIN_SWITCHES[f.name])
-        else:
-            p.add_argument(*flags, dest=f.name, type=type(default), default=default)
+        p.add_argument(*flags, dest=f.name, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
     for f in dataclasses.fields(LossConfig):
         p.add_argument(f"--loss-{f.name}", dest=f"loss_{f.name}", type=float,
                        help=f"stage-2 loss weight of the {f.name} term (default: the model's config)")

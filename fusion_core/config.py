@@ -166,9 +166,9 @@ class TrainConfig:
 
     Everything random in step s is drawn from a generator seeded with (seed, step), so a run stopped and
     resumed at any step continues exactly as if it had never stopped. ``validate_every`` is how often stage 2
-    ranks the network against the classical baselines on the validation pairs (0: never). ``tune_gates``
+    ranks the network against the classical baselines on the validation pairs (0: never). ``gate_lr`` > 0
     lets stage 2 also train the UNet's GFS gate parameters (spatial mask and channel attention) with the
-    fusion loss, the rest of the UNet staying frozen (docs/training.md, "Gates").
+    fusion loss at that learning rate, the rest of the UNet staying frozen (docs/training.md, "Gates").
     """
 
     stage: int = 1
@@ -182,4 +182,4 @@ class TrainConfig:
     log_every: int = 10
     timestep_jitter: float = 0.5
     validate_every: int = 250
-    tune_gates: bool = False
+    gate_lr: float = 0.0

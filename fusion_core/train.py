@@ -1,7 +1,7 @@
 """Two-stage training of DGD-Fusion (docs/design.md §2.1, §2.7; paper §2.1.1), on one CPU or many GPUs.
 
 Stage 1 trains the denoising UNet with the diffusion loss; stage 2 freezes it and trains the fusion head
-with the unsupervised fusion loss (optionally with the UNet's GFS gates, ``TrainConfig.tune_gates``). Adam, lr 1e-4 (the paper). Everything random in step s (which pairs,
+with the unsupervised fusion loss (optionally with the UNet's GFS gates, ``TrainConfig.gate_lr``). Adam, lr 1e-4 (the paper). Everything random in step s (which pairs,
 where they are cropped, the flips, the timesteps and the noise) comes from a generator seeded with
 (seed, step, rank), so a resumed run continues exactly where it stopped. Checkpoints are whole folders
 written atomically (weights, optimiser state, step); a stop request saves and returns. Under torchrun the
@@ -118,7 +118,7 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
     context = context or DistributedContext()
     out_dir = Path(out_dir)
     pipeline.to(context.device)
-    optimizer = torch.optim.Adam(_trainable(pipeline, config), lr=config.lr)
+    optimizer = torch.optim.Adam(_trainable(pipeline, config))
     start_step, elapsed = _restore(pipeline, optimizer, config, out_dir, resume, context.device)
     _broadcast_weights(pipeline, context)
     model = _wrap(pipeline.unet if config.stage == 1 else _FeaturesAndHead(pipeline), context)
@@ -149,20 +149,23 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
     return TrainResult(out_dir, config.stage, step, step < config.steps, clock.total(), speed, losses)
 
 
-def _trainable(pipeline: FusionPipeline, config: TrainConfig) -> list[nn.Parameter]:
-    """Set train/eval modes and requires_grad for ``config``'s stage and return the parameters to optimise.
+def _trainable(pipeline: FusionPipeline, config: TrainConfig) -> list[dict]:
+    """Set train/eval modes and requires_grad for ``config``'s stage; the optimiser's parameter groups.
 
-    Stage 1: the UNet. Stage 2: the head, plus the GFS gate parameters when ``config.tune_gates`` (the UNet
-    stays in eval mode either way: no dropout in the features the head reads).
+    Stage 1: the UNet. Stage 2: the head, plus the GFS gate parameters at ``config.gate_lr`` when it is
+    positive (the UNet stays in eval mode either way: no dropout in the features the head reads).
     """
     trained = pipeline.unet if config.stage == 1 else pipeline.head
     frozen = pipeline.head if config.stage == 1 else pipeline.unet
     frozen.requires_grad_(False).eval()
     trained.requires_grad_(True).train()
-    gates = pipeline.unet.gate_parameters() if config.stage == 2 and config.tune_gates else []
-    for parameter in gates:
-        parameter.requires_grad_(True)
-    return [*trained.parameters(), *gates]
+    groups = [{"params": list(trained.parameters()), "lr": config.lr}]
+    if config.stage == 2 and config.gate_lr > 0:
+        gates = pipeline.unet.gate_parameters()
+        for parameter in gates:
+            parameter.requires_grad_(True)
+        groups.append({"params": gates, "lr": config.gate_lr})
+    return groups
 
 
 class _FeaturesAndHead(nn.Module):

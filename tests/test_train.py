@@ -163,10 +163,10 @@ def test_train_log_lines_are_json_with_the_stage_losses(tiny_config, dataset, tm
         assert all(math.isfinite(line[name]) for name in STAGE_LOSSES[stage])
 
 
-def test_tune_gates_trains_the_head_and_only_the_gate_branches_of_the_unet(tiny_config, dataset, tmp_path):
+def test_gate_lr_trains_the_head_and_only_the_gate_branches_of_the_unet(tiny_config, dataset, tmp_path):
     pipeline = _pipeline(tiny_config)
     before = {name: t.clone() for name, t in pipeline.unet.state_dict().items()}
-    train(pipeline, dataset, _train_config(2, 2, tune_gates=True), tmp_path)
+    train(pipeline, dataset, _train_config(2, 2, gate_lr=1e-3), tmp_path)
     changed = {name for name, t in pipeline.unet.state_dict().items() if not torch.equal(t, before[name])}
     gate_names = {name for name, p in pipeline.unet.named_parameters()
                   if any(p is q for q in pipeline.unet.gate_parameters())}

@@ -110,7 +110,7 @@ class DenoisingUNet(nn.Module):
         self.out = nn.Conv2d(previous + config.in_channels * s2, config.in_channels * s2, 3, padding=1)
 
     def gate_parameters(self) -> list[nn.Parameter]:
-        """Every GFS layer's gate parameters (empty without GFS): what ``TrainConfig.tune_gates`` trains."""
+        """Every GFS layer's gate parameters (empty without GFS): what ``TrainConfig.gate_lr`` trains."""
         return [p for m in self.modules() if isinstance(m, GatedFeatureSelection) for p in m.gate_parameters()]
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
