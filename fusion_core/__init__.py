@@ -16,10 +16,12 @@ from .imaging import (
     ImageLoadError,
     LoadedImage,
     LoadedPair,
+    fused_format,
     read_image,
     read_pair,
     to_uint8,
     write_dicom_secondary_capture,
+    write_fused,
     write_png,
     write_tiff16,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "evaluate_folder",
     "find_pairs",
     "format_markdown_table",
+    "fused_format",
     "hardware_description",
     "load_pipeline",
     "pipeline_method",
@@ -68,6 +71,7 @@ __all__ = [
     "to_uint8",
     "train",
     "write_dicom_secondary_capture",
+    "write_fused",
     "write_png",
     "write_tiff16",
 ]
