@@ -7,7 +7,16 @@ Public API: re-exports only.
 from .baselines import BASELINES
 from .checkpoint import CheckpointError, load_pipeline, save_pipeline
 from .color import replace_luma
-from .config import PRESETS, DiffusionConfig, FusionConfig, FusionHeadConfig, LossConfig, TrainConfig, UNetConfig
+from .config import (
+    PRESETS,
+    DiffusionConfig,
+    FusionConfig,
+    FusionHeadConfig,
+    LossConfig,
+    TrainConfig,
+    UNetConfig,
+    parse_timesteps,
+)
 from .data import PairDataset, find_pairs
 from .evaluate import EvaluationResult, evaluate_folder, format_markdown_table, pipeline_method
 from .imaging import (
@@ -62,6 +71,7 @@ __all__ = [
     "fused_format",
     "hardware_description",
     "load_pipeline",
+    "parse_timesteps",
     "pipeline_method",
     "read_image",
     "read_pair",
