@@ -5,7 +5,7 @@ Public API: re-exports only.
 """
 
 from .baselines import BASELINES
-from .checkpoint import CheckpointError, load_pipeline, save_pipeline
+from .checkpoint import CHECKPOINT_ROOT, DEFAULT_CHECKPOINT, CheckpointError, load_pipeline, save_pipeline
 from .color import replace_luma
 from .config import (
     PRESETS,
@@ -40,7 +40,9 @@ from .train import TrainProgress, TrainResult, hardware_description, setup_distr
 
 __all__ = [
     "BASELINES",
+    "CHECKPOINT_ROOT",
     "CONVENTIONS",
+    "DEFAULT_CHECKPOINT",
     "METRICS",
     "PAPER_METRICS",
     "PRESETS",
