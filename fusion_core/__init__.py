@@ -18,7 +18,14 @@ from .config import (
     parse_timesteps,
 )
 from .data import PairDataset, find_pairs
-from .evaluate import EvaluationResult, evaluate_folder, format_markdown_table, pipeline_method
+from .evaluate import (
+    EvaluationResult,
+    evaluate_folder,
+    format_markdown_table,
+    fuse_methods,
+    pipeline_method,
+    score_methods,
+)
 from .imaging import (
     WINDOW_PRESETS,
     DicomSummary,
@@ -70,6 +77,7 @@ __all__ = [
     "evaluate_folder",
     "find_pairs",
     "format_markdown_table",
+    "fuse_methods",
     "fused_format",
     "hardware_description",
     "load_pipeline",
@@ -79,6 +87,7 @@ __all__ = [
     "read_pair",
     "replace_luma",
     "save_pipeline",
+    "score_methods",
     "setup_distributed",
     "to_uint8",
     "train",
