@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-from fusion_core import PRESETS, FusionPipeline, build_pipeline, load_pipeline
+from fusion_core import CHECKPOINT_ROOT, PRESETS, FusionPipeline, build_pipeline, load_pipeline
 
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
 AUTO = "automatic (by task)"
 RANDOM = "random weights (untrained)"
 
@@ -46,7 +45,8 @@ class ModelStore:
     every start (it shows the mechanics of the network, not its quality).
     """
 
-    def __init__(self, checkpoint_root: Path = CHECKPOINTS, fallback_preset: str = "cpu", device: str | None = None):
+    def __init__(self, checkpoint_root: Path = CHECKPOINT_ROOT, fallback_preset: str = "cpu",
+                 device: str | None = None):
         self.root = Path(checkpoint_root)
         self.fallback_preset = fallback_preset
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -5,21 +5,39 @@ Public API: re-exports only.
 """
 
 from .baselines import BASELINES
-from .checkpoint import CheckpointError, load_pipeline, save_pipeline
+from .checkpoint import CHECKPOINT_ROOT, DEFAULT_CHECKPOINT, CheckpointError, load_pipeline, save_pipeline
 from .color import replace_luma
-from .config import PRESETS, DiffusionConfig, FusionConfig, FusionHeadConfig, LossConfig, TrainConfig, UNetConfig
+from .config import (
+    PRESETS,
+    DiffusionConfig,
+    FusionConfig,
+    FusionHeadConfig,
+    LossConfig,
+    TrainConfig,
+    UNetConfig,
+    parse_timesteps,
+)
 from .data import PairDataset, find_pairs
-from .evaluate import EvaluationResult, evaluate_folder, format_markdown_table, pipeline_method
+from .evaluate import (
+    EvaluationResult,
+    evaluate_folder,
+    format_markdown_table,
+    fuse_methods,
+    pipeline_method,
+    score_methods,
+)
 from .imaging import (
     WINDOW_PRESETS,
     DicomSummary,
     ImageLoadError,
     LoadedImage,
     LoadedPair,
+    fused_format,
     read_image,
     read_pair,
     to_uint8,
     write_dicom_secondary_capture,
+    write_fused,
     write_png,
     write_tiff16,
 )
@@ -29,7 +47,9 @@ from .train import TrainProgress, TrainResult, hardware_description, setup_distr
 
 __all__ = [
     "BASELINES",
+    "CHECKPOINT_ROOT",
     "CONVENTIONS",
+    "DEFAULT_CHECKPOINT",
     "METRICS",
     "PAPER_METRICS",
     "PRESETS",
@@ -57,17 +77,22 @@ __all__ = [
     "evaluate_folder",
     "find_pairs",
     "format_markdown_table",
+    "fuse_methods",
+    "fused_format",
     "hardware_description",
     "load_pipeline",
+    "parse_timesteps",
     "pipeline_method",
     "read_image",
     "read_pair",
     "replace_luma",
     "save_pipeline",
+    "score_methods",
     "setup_distributed",
     "to_uint8",
     "train",
     "write_dicom_secondary_capture",
+    "write_fused",
     "write_png",
     "write_tiff16",
 ]

@@ -4,7 +4,9 @@ For a pair of the given size: the median latency of ``FusionPipeline.fuse`` over
 warm-up (the mean beside it), and the peak memory, for each preset and device; the same figures for the
 plain average of the two images as a reference; the time of all metrics for one pair; optionally a large
 pair fused through tiles. Each measurement runs in a fresh process, so its peak resident memory (CPU) or
-peak allocated memory (CUDA) is its own. Weights are random: latency does not depend on their values.
+peak allocated memory (CUDA) is its own; ``isolate=False`` measures in the calling process instead, which
+saves a process start (seconds: each imports torch) per measurement for a quick check, but then the CPU peak
+is the whole process's so far. Weights are random: latency does not depend on their values.
 """
 
 from __future__ import annotations
@@ -90,21 +92,22 @@ def _in_child(*args) -> dict:
 
 
 def run_benchmark(presets: list[str], repeats: int = 5, size: tuple[int, int] = (640, 480),
-                  large: tuple[int, int] | None = None, device: str = "cpu") -> dict:
-    """Run every measurement and return a JSON-ready report."""
+                  large: tuple[int, int] | None = None, device: str = "cpu", isolate: bool = True) -> dict:
+    """Run every measurement, each in a fresh process unless ``isolate`` is False; a JSON-ready report."""
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise ValueError(f"unknown presets {unknown}; choose from {sorted(PRESETS)}")
     devices = ["cpu", "cuda"] if device == "all" else [device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    measure = _in_child if isolate else _measure
     results = []
     for dev in devices:
-        results += [_in_child("fuse", preset, dev, size, repeats) for preset in presets]
+        results += [measure("fuse", preset, dev, size, repeats) for preset in presets]
         if large is not None:
-            results.append(_in_child("fuse", presets[0], dev, large, 1))
-    results.append(_in_child("average", "", "cpu", size, repeats))
-    results.append(_in_child("metrics", "", "cpu", size, repeats))
+            results.append(measure("fuse", presets[0], dev, large, 1))
+    results.append(measure("average", "", "cpu", size, repeats))
+    results.append(measure("metrics", "", "cpu", size, repeats))
     return {"machine": {"platform": platform.platform(), "processor": platform.machine(),
                         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-            "results": results}
+            "isolated": isolate, "results": results}

@@ -24,6 +24,8 @@ from .pipeline import FusionPipeline
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "MODEL_CARD.md"
+CHECKPOINT_ROOT = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"  # the bundled checkpoints
+DEFAULT_CHECKPOINT = CHECKPOINT_ROOT / "dgd-general"  # fuses every task; used when no checkpoint is named
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 FORMAT = "dgd-fusion/2"
 # Format 1 predates the weight-map head and the gate initialisation: its GFS channel attention was an

@@ -1,5 +1,14 @@
-"""Command line of DGD-Fusion: ``python -m fusion_core fuse | train | evaluate | split | bench | ablation | compare``
-(and ``curves``, the validation rank of training runs; ``gates``, how much the GFS gates select).
+"""Command line of DGD-Fusion: ``python -m fusion_core COMMAND``, nine commands.
+
+    fuse       fuse one pair into a PNG, 16-bit TIFF or DICOM file
+    train      train stage 1 (the UNet), stage 2 (the fusion head) or both
+    evaluate   fuse a folder of pairs with several methods and tabulate the metrics
+    split      hold out every N-th pair (or case) of a folder as a test split
+    bench      latency and peak memory of fusion and metrics
+    ablation   train and evaluate the paper's Table 4 variants under one budget
+    compare    the paper's comparison table: metric means and the reference's lead in %
+    curves     plot the validation rank of training runs against training minutes
+    gates      how much the GFS gates of a checkpoint select over a folder of pairs
 
 Thin: parse, build, call the library. Training flags are generated from ``TrainConfig``'s fields.
 """
@@ -20,32 +29,23 @@ import torch
 from tqdm import tqdm
 
 from .baselines import BASELINES
-from .checkpoint import WEIGHTS_NAME, load_pipeline
-from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig
+from .checkpoint import DEFAULT_CHECKPOINT, WEIGHTS_NAME, load_pipeline
+from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig, parse_timesteps
 from .data import PairDataset, find_pairs, write_split
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
-from .imaging import ImageLoadError, read_pair, write_dicom_secondary_capture, write_png, write_tiff16
+from .imaging import ImageLoadError, fused_format, read_pair, write_fused
 from .pipeline import FusionPipeline, build_pipeline
 from .train import TrainProgress, hardware_description, read_train_state, setup_distributed, train
 from .validation import ValidationSet, measure_gates
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "checkpoints" / "dgd-general"
 
 
 def resolve_pipeline(checkpoint: str | None, preset: str, device: str) -> FusionPipeline:
     """The named checkpoint, else the bundled default, else random weights of ``preset``."""
     if checkpoint:
         return load_pipeline(checkpoint, device)
-    if (DEFAULT_CHECKPOINT / "model.safetensors").exists():
+    if (DEFAULT_CHECKPOINT / WEIGHTS_NAME).exists():
         return load_pipeline(DEFAULT_CHECKPOINT, device)
     return build_pipeline(PRESETS[preset]).to(device)
-
-
-def _parse_timesteps(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(","))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"timesteps must be integers separated by commas, got {text!r}") from error
 
 
 def _add_fuse(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +55,7 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="fused image: .png, .tif/.tiff (16-bit) or .dcm")
     p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled dgd-general)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="architecture without a checkpoint")
-    p.add_argument("--timesteps", type=_parse_timesteps, help="feature timesteps, e.g. 5,50,100")
+    p.add_argument("--timesteps", help="feature timesteps, e.g. 5,50,100 (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise")
     p.add_argument("--resample", action="store_true", help="resample B to A's size instead of refusing")
     p.add_argument("--align", action="store_true", help="correct a translation between A and B")
@@ -64,21 +64,16 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_fuse(args: argparse.Namespace) -> int:
+    fused_format(args.output)  # a bad name or timesteps fail now, not after the fusion
+    timesteps = parse_timesteps(args.timesteps)
     pair = read_pair(args.a, args.b, on_size_mismatch="resample" if args.resample else "refuse", align=args.align)
     pipeline = resolve_pipeline(args.checkpoint, args.preset, args.device)
     generator = torch.Generator().manual_seed(args.seed)
-    result = pipeline.fuse(pair.a.pixels, pair.b.pixels, feature_timesteps=args.timesteps, generator=generator)
+    result = pipeline.fuse(pair.a.pixels, pair.b.pixels, feature_timesteps=timesteps, generator=generator)
     for warning in (*pair.warnings, *result.warnings):
         print(f"warning: {warning}", file=sys.stderr)
-    output = Path(args.output)
-    suffix = output.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        write_tiff16(output, result.fused.astype("float32") / 255.0 if result.fused.ndim == 3 else result.y_fused)
-    elif suffix == ".dcm":
-        write_dicom_secondary_capture(output, result.fused)
-    else:
-        write_png(output, result.fused)
-    print(f"fused {args.a} + {args.b} -> {output} ({result.fused.shape[1]}x{result.fused.shape[0]})")
+    write_fused(args.output, result.y_fused, pair.b.pixels)
+    print(f"fused {args.a} + {args.b} -> {args.output} ({result.fused.shape[1]}x{result.fused.shape[0]})")
     return 0
 
 
@@ -266,6 +261,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--large", default="", help="also fuse a large pair through tiles, e.g. 4096x4096")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or 'all' for every device present")
     p.add_argument("--out", help="write the JSON report here too")
+    p.add_argument("--in-process", action="store_true",
+                   help="measure in this process, not one fresh process each: quicker (no torch import per "
+                        "measurement), but the CPU peak memory is then this process's so far")
     p.set_defaults(run=_run_bench)
 
 
@@ -274,7 +272,8 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     presets = sorted(PRESETS) if args.presets == "all" else args.presets.split(",")
     report = run_benchmark(presets=presets, repeats=args.repeats, size=_parse_size(args.size),
-                           large=_parse_size(args.large) if args.large else None, device=args.device)
+                           large=_parse_size(args.large) if args.large else None, device=args.device,
+                           isolate=not args.in_process)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -9,6 +9,7 @@ second on a 2-core CPU (see ``python -m fusion_core bench``). Ablation variants 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,3 +184,33 @@ class TrainConfig:
     timestep_jitter: float = 0.5
     validate_every: int = 250
     gate_lr: float = 0.0
+
+
+def parse_timesteps(text: str | None, *, num_timesteps: int = DiffusionConfig.num_timesteps
+                    ) -> tuple[int, ...] | None:
+    """Feature timesteps typed by a person: '5, 50, 100' -> (5, 50, 100); empty or None -> None (the model's own).
+
+    Commas, semicolons and spaces all separate. Order is kept: the head reads its feature branches in order.
+    How many a model reads is its head's ``feature_timesteps`` length, checked by ``FusionPipeline.fuse``.
+
+    Raises:
+        ValueError: a part that is not a whole number, one outside [0, num_timesteps), or a repeated one;
+            the message shows the text and an example.
+    """
+    if text is None or not text.strip():
+        return None
+    parts = [part for part in re.split(r"[,;\s]+", text.strip()) if part]
+    example = "e.g. 5, 50, 100"
+    try:
+        timesteps = tuple(int(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"feature timesteps must be whole numbers separated by commas, {example} "
+                         f"(got {text!r})") from None
+    outside = [t for t in timesteps if not 0 <= t < num_timesteps]
+    if outside:
+        raise ValueError(f"feature timesteps must lie in 0..{num_timesteps - 1}, {example}; {outside} do not "
+                         f"(got {text!r})")
+    repeated = sorted({t for t in timesteps if timesteps.count(t) > 1})
+    if repeated:
+        raise ValueError(f"feature timesteps must differ, {example}; {repeated} repeat (got {text!r})")
+    return timesteps

@@ -10,6 +10,8 @@ The comparison of DGD-Fusion with the classical baselines (paper 2.1.3, tables 1
     means.png                    bar chart of the means, one panel per metric
 
 Metrics are computed on the 8-bit fused image as written, so a rerun that reuses it gives the same numbers.
+`fuse_methods` and `score_methods` do the same for one pair (the app's metric table); `evaluate_folder` is
+built on them.
 Every table names the metric convention it uses (`metrics.CONVENTIONS`). No argparse: `cli.py` calls
 `evaluate_folder`, with tqdm wired to the `progress` callback.
 """
@@ -27,7 +29,7 @@ import torch
 from scipy.stats import rankdata
 
 from .color import luma
-from .data import find_pairs
+from .data import ImagePair, find_pairs
 from .imaging import LoadedImage, read_image, to_uint8, write_png
 from .metrics import HIGHER_IS_BETTER, METRICS, PAPER_METRICS, compute_metrics, get_convention
 from .pipeline import FusionPipeline
@@ -192,12 +194,71 @@ def fused_uint8(output: np.ndarray, b_shape: tuple[int, ...], method: str, name:
     return to_uint8(np.clip(output, 0.0, 1.0))
 
 
+def fuse_methods(methods: Mapping[str, FusionMethod], a: LoadedImage, b: LoadedImage, *, pair: str = "pair"
+                 ) -> dict[str, np.ndarray]:
+    """Each method's fused image of one registered pair, as 8-bit pixels: what is written and scored.
+
+    Args:
+        methods: name -> fn(a, b) -> fused, as in `evaluate_folder`; A is given gray (an RGB A as its luma).
+        a, b: the two sources as read (`read_image`, `read_pair`), same height and width.
+        pair: the pair's name, for error messages.
+    Returns:
+        name -> uint8 (H, W) or (H, W, 3), in the order of ``methods``.
+    """
+    a_gray = a.pixels if a.pixels.ndim == 2 else luma(a.pixels)
+    return {name: fused_uint8(fuse(a_gray, b.pixels), b.pixels.shape, name, pair) for name, fuse in methods.items()}
+
+
+def score_methods(fused: Mapping[str, np.ndarray], a: LoadedImage, b: LoadedImage, *, convention: str = "standard"
+                  ) -> dict[str, dict[str, float]]:
+    """Every metric of each method's fused image of one pair, scored against both sources.
+
+    The sources are scored on 0..255 as stored: exact integers for 8-bit files, floats for deeper ones.
+
+    Args:
+        fused: method -> uint8 fused image, (H, W) or (H, W, 3) (`fuse_methods`, `FusionResult.fused`).
+        a, b: the two sources as read (`read_image`, `read_pair`), same height and width.
+        convention: metric convention, "standard" or "published".
+    Returns:
+        method -> label -> value for every label of METRICS, in the order of ``fused``; what
+        `format_markdown_table` and `mean_ranks` take.
+    """
+    a_metric, b_metric = _as_metric_input(a), _as_metric_input(b)
+    return {method: compute_metrics(image, a_metric, b_metric, convention=convention).values
+            for method, image in fused.items()}
+
+
 def _check_methods(methods: Mapping[str, FusionMethod]) -> None:
     if not methods:
         raise ValueError("no methods to evaluate; pass e.g. baselines.BASELINES")
     for name in methods:
         if not _METHOD_NAME.match(name):
             raise ValueError(f"method name {name!r} must be a plain folder name (letters, digits, _ . + -)")
+
+
+def _read_registered(pair: ImagePair) -> tuple[LoadedImage, LoadedImage]:
+    """Both sources of a pair, refused unless they are the same size."""
+    image_a, image_b = read_image(pair.a), read_image(pair.b)
+    if image_a.pixels.shape[:2] != image_b.pixels.shape[:2]:
+        raise ValueError(
+            f"pair {pair.name!r}: {pair.a.name} is {image_a.pixels.shape[:2]} but {pair.b.name} is "
+            f"{image_b.pixels.shape[:2]}; the two sources must be registered and the same size"
+        )
+    return image_a, image_b
+
+
+def _fused_image(path: Path, method: str, fuse: FusionMethod, a: LoadedImage, b: LoadedImage, pair: str,
+                 reuse: bool) -> np.ndarray:
+    """A method's 8-bit fused image of a pair: read from ``path`` when reusing it, else fused and written there."""
+    if reuse and path.exists():
+        fused = to_uint8(read_image(path).pixels)
+        if fused.shape[:2] != b.pixels.shape[:2]:
+            raise ValueError(f"{path} is {fused.shape[:2]}, not the pair's size; delete it or pass reuse=False")
+        return fused
+    fused = fuse_methods({method: fuse}, a, b, pair=pair)[method]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(path, fused)
+    return fused
 
 
 def evaluate_folder(
@@ -230,29 +291,16 @@ def evaluate_folder(
     fused_dir = out_dir / "fused"
     total, done, rows = len(pairs) * len(methods), 0, []
     for pair in pairs:
-        image_a, image_b = read_image(pair.a), read_image(pair.b)
-        if image_a.pixels.shape[:2] != image_b.pixels.shape[:2]:
-            raise ValueError(
-                f"pair {pair.name!r}: {pair.a.name} is {image_a.pixels.shape[:2]} but {pair.b.name} is "
-                f"{image_b.pixels.shape[:2]}; the two sources must be registered and the same size"
-            )
-        a_gray = image_a.pixels if image_a.pixels.ndim == 2 else luma(image_a.pixels)
-        a_metric, b_metric = _as_metric_input(image_a), _as_metric_input(image_b)
+        image_a, image_b = _read_registered(pair)
+        fused = {}
         for method, fuse in methods.items():
             path = fused_dir / method / f"{pair.name}.png"
-            if reuse and path.exists():
-                fused = to_uint8(read_image(path).pixels)
-                if fused.shape[:2] != image_b.pixels.shape[:2]:
-                    raise ValueError(f"{path} is {fused.shape[:2]}, not the pair's size; delete it or pass reuse=False")
-            else:
-                fused = fused_uint8(fuse(a_gray, image_b.pixels), image_b.pixels.shape, method, pair.name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_png(path, fused)
-            report = compute_metrics(fused, a_metric, b_metric, convention=convention)
-            rows.append(ImageScore(pair.name, method, report.values))
+            fused[method] = _fused_image(path, method, fuse, image_a, image_b, pair.name, reuse)
             done += 1
             if progress is not None:
                 progress(done, total, f"{method} {pair.name}")
+        scores = score_methods(fused, image_a, image_b, convention=convention)
+        rows += [ImageScore(pair.name, method, values) for method, values in scores.items()]
 
     means = {m: {label: float(np.mean([r.values[label] for r in rows if r.method == m])) for label in METRICS}
              for m in methods}

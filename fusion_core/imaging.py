@@ -2,10 +2,11 @@
 
 DGD-Fusion (dynamic gating diffusion fusion, DOI 10.11918/202507016) fuses two registered images. This
 module reads PNG, JPEG, TIFF, BMP, WebP, GIF and DICOM files, bytes or numpy arrays into ``LoadedImage``
-objects, checks and aligns pairs, and writes results as PNG, 16-bit TIFF or DICOM Secondary Capture.
+objects, checks and aligns pairs, and writes images as PNG, 16-bit TIFF or DICOM Secondary Capture;
+``write_fused`` writes a fusion result in any of the three from its full-precision luminance.
 Every failure to read raises ``ImageLoadError`` (a ``ValueError``) saying what was wrong and what to do.
 
-Choices the issue leaves open:
+Choices that neither the paper nor the file formats fix, made here:
 
 * Scaling: integers divide by their stored range (uint8 by 255, uint16 by 65535, colour DICOM by
   2**BitsStored - 1), never by the image's own maximum, so a dark image stays dark. Floats already in
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from fusion_core.color import replace_luma
 from fusion_core.dicom import (
     WINDOW_PRESETS,
     DicomError,
@@ -49,11 +51,12 @@ from fusion_core.dicom import (
 )
 
 __all__ = [
-    "DicomSummary", "ImageLoadError", "LoadedImage", "LoadedPair", "WINDOW_PRESETS", "estimate_shift",
-    "read_image", "read_pair", "shift_image", "to_uint8", "write_dicom_secondary_capture", "write_png",
-    "write_tiff16",
+    "FUSED_FORMATS", "DicomSummary", "ImageLoadError", "LoadedImage", "LoadedPair", "WINDOW_PRESETS",
+    "estimate_shift", "fused_format", "fused_pixels", "read_image", "read_pair", "shift_image", "to_uint8",
+    "write_dicom_secondary_capture", "write_fused", "write_png", "write_tiff16",
 ]
 PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
+FUSED_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".dcm": "dicom"}  # suffix -> what write_fused writes
 READ_OPTIONS = frozenset({"frame", "window", "max_pixels"})
 _EXIF_ORIENTATION = 0x0112
 _NOT_RECOGNISED = (
@@ -556,3 +559,72 @@ def write_dicom_secondary_capture(
     """
     dataset = secondary_capture(to_uint8(_writable(image)), modality_hint)
     dataset.save_as(path, enforce_file_format=True)
+
+
+# ---------------------------------------------------------------- fusion results
+
+
+def fused_format(path: str | os.PathLike) -> str:
+    """What ``write_fused`` writes to ``path``, from its suffix: "png", "tiff" (16-bit) or "dicom".
+
+    Raises:
+        ValueError: any other suffix; lossy formats (JPEG) are not offered, they would add artefacts.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in FUSED_FORMATS:
+        raise ValueError(f"cannot write a fused image to {Path(path).name!r}: use a name ending in .png, "
+                         ".tif or .tiff (16-bit) or .dcm")
+    return FUSED_FORMATS[suffix]
+
+
+def _source_b(b: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Source B as the pipeline saw it: float32 in [0, 1], (H, W) or (H, W, 3)."""
+    b = _writable(b)
+    if b.shape[:2] != size:
+        raise ValueError(f"B is {b.shape[:2]} but the fused luminance is {size} (height, width); pass the B "
+                         "that was fused")
+    if b.dtype in (np.uint8, np.uint16):
+        return _scale_to_unit(b)[0]
+    return _unit_float(b).astype(np.float32)
+
+
+def fused_pixels(y_fused: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The fused image at full precision: RGB(Y_F, Cb_B, Cr_B) clipped to [0, 1] for a colour B, else Y_F.
+
+    ``FusionResult.fused`` is this image rounded to 8 bits (``to_uint8``), exactly.
+
+    Args:
+        y_fused: (H, W) fused luminance in [0, 1] (``FusionResult.y_fused``).
+        b: source B as fused, (H, W[, 1]) gray or (H, W, 3) RGB; float in [0, 1] (as ``read_image`` gives
+            it), uint8 or uint16. Only its chroma is used.
+    Returns:
+        float (H, W) for a gray B, (H, W, 3) float64 for a colour B, in [0, 1].
+    """
+    y_fused = np.asarray(y_fused)
+    if y_fused.ndim != 2:
+        raise ValueError(f"the fused luminance must be (H, W), got shape {y_fused.shape}")
+    y_fused, b = _unit_float(y_fused), _source_b(b, y_fused.shape)
+    return np.clip(replace_luma(b, y_fused), 0.0, 1.0) if b.ndim == 3 else y_fused
+
+
+def write_fused(path: str | os.PathLike, y_fused: np.ndarray, b: np.ndarray) -> None:
+    """Write a fusion result, the format chosen by the suffix of ``path`` (``fused_format``).
+
+    Every format starts from the full-precision ``fused_pixels(y_fused, b)``: ``.png`` and ``.dcm`` (DICOM
+    Secondary Capture) hold it rounded to 8 bits, the same pixels as ``FusionResult.fused``; ``.tif`` /
+    ``.tiff`` hold it rounded to 16 bits, so a colour result keeps the luminance's precision instead of
+    256 levels.
+
+    Args:
+        path: output file; .png, .tif, .tiff or .dcm (any other suffix raises ValueError, nothing written).
+        y_fused: (H, W) fused luminance in [0, 1].
+        b: source B as fused, (H, W[, 1]) or (H, W, 3), float in [0, 1], uint8 or uint16.
+    """
+    kind = fused_format(path)
+    pixels = fused_pixels(y_fused, b)
+    if kind == "tiff":
+        write_tiff16(path, pixels)
+    elif kind == "dicom":
+        write_dicom_secondary_capture(path, pixels)
+    else:
+        write_png(path, pixels)

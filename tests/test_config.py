@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from fusion_core.config import PRESETS, FusionConfig, TrainConfig, UNetConfig
+from fusion_core.config import PRESETS, FusionConfig, TrainConfig, UNetConfig, parse_timesteps
 from fusion_core.pipeline import FusionPipeline
 from conftest import ALL_PRESETS, tiny
 
@@ -41,3 +41,28 @@ def test_ablation_presets_switch_the_modules():
 def test_every_preset_builds(name):
     pipeline = FusionPipeline(tiny(PRESETS[name]))
     assert sum(p.numel() for p in pipeline.parameters()) > 0
+
+
+def test_parse_timesteps_reads_the_separators_people_type():
+    assert parse_timesteps("5, 50, 100") == (5, 50, 100)
+    assert parse_timesteps(" 100;5 50 ") == (100, 5, 50)  # order kept: the head reads its branches in order
+    assert parse_timesteps("") is None and parse_timesteps("  ") is None and parse_timesteps(None) is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("5, fifty, 100", "whole numbers"),
+    ("5.5, 50, 100", "whole numbers"),
+    ("5, 50, 1000", r"0\.\.999.*\[1000\]"),
+    ("-1, 50, 100", r"0\.\.999.*\[-1\]"),
+    ("5, 50, 5", r"differ.*\[5\] repeat"),
+])
+def test_parse_timesteps_says_what_is_wrong(text, message):
+    with pytest.raises(ValueError, match=message) as error:
+        parse_timesteps(text)
+    assert repr(text) in str(error.value)
+
+
+def test_parse_timesteps_range_follows_the_schedule():
+    assert parse_timesteps("0, 49", num_timesteps=50) == (0, 49)
+    with pytest.raises(ValueError, match=r"0\.\.49"):
+        parse_timesteps("50", num_timesteps=50)

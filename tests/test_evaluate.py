@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fusion_core.baselines import fuse_average
+from fusion_core.baselines import BASELINES, fuse_average
 from fusion_core.data import ImagePair, find_pairs
-from fusion_core.evaluate import evaluate_folder, format_markdown_table, mean_ranks
-from fusion_core.metrics import METRICS, PAPER_METRICS
+from fusion_core.evaluate import evaluate_folder, format_markdown_table, fuse_methods, mean_ranks, score_methods
+from fusion_core.imaging import read_image
+from fusion_core.metrics import METRICS, PAPER_METRICS, compute_metrics
 
 SHAPE = (24, 30)  # at least 17x17 for VIF
 
@@ -170,6 +171,36 @@ def test_evaluate_folder_rejects_bad_methods_and_pairs(tmp_path):
     _write(root / "vi" / "001.png", np.zeros((20, 20, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="same size"):
         evaluate_folder(root, {"average": fuse_average}, tmp_path / "out2")
+
+
+def test_fuse_methods_gives_each_method_a_gray_a_and_returns_uint8():
+    rng = np.random.default_rng(1)
+    a = read_image(rng.integers(0, 256, (*SHAPE, 3), dtype=np.uint8))  # an RGB A: methods get its luma
+    b = read_image(rng.integers(0, 256, (*SHAPE, 3), dtype=np.uint8))
+    seen = []
+
+    def spy(a_in, b_in):
+        seen.append((a_in.shape, b_in.shape))
+        return b_in
+
+    fused = fuse_methods({"spy": spy, **BASELINES}, a, b, pair="p")
+    assert list(fused) == ["spy", *BASELINES] and seen == [(SHAPE, (*SHAPE, 3))]
+    assert all(image.dtype == np.uint8 and image.shape == (*SHAPE, 3) for image in fused.values())
+    np.testing.assert_array_equal(fused["spy"], np.rint(b.pixels * 255))
+    with pytest.raises(ValueError, match="'cropped' returned shape .* for pair 'p'"):
+        fuse_methods({"cropped": lambda a, b: b[1:]}, a, b, pair="p")
+
+
+def test_score_methods_scores_against_the_stored_sources_and_matches_evaluate_folder(tmp_path):
+    root = _make_ivf_folder(tmp_path / "pairs", names=("001",))
+    a, b = read_image(root / "ir" / "001.png"), read_image(root / "vi" / "001.png")
+    fused = fuse_methods({"average": fuse_average, "flat": _flat}, a, b)
+    scores = score_methods(fused, a, b, convention="published")
+    a8, b8 = np.asarray(Image.open(root / "ir" / "001.png")), np.asarray(Image.open(root / "vi" / "001.png"))
+    assert list(scores) == ["average", "flat"] and list(scores["flat"]) == list(METRICS)
+    assert scores["average"] == compute_metrics(fused["average"], a8, b8, convention="published").values
+    result = evaluate_folder(root, {"average": fuse_average, "flat": _flat}, tmp_path / "out", convention="published")
+    assert {row.method: row.values for row in result.rows} == scores
 
 
 # ---------------------------------------------------------------------------------------------------- tables

@@ -1,0 +1,172 @@
+"""The command line on tiny synthetic pairs in tmp_path and a checkpoint of the tiny fixture."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+
+from fusion_core.checkpoint import load_pipeline, save_pipeline
+from fusion_core.cli import main
+from fusion_core.imaging import read_image, read_pair, to_uint8, write_fused
+from fusion_core.pipeline import FusionResult
+
+SIZE = 64  # two strides of the tiny config; 64 x 64 x 3 samples leave room for > 4096 distinct 16-bit levels
+
+
+def _pair_pixels(seed: int, colour: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A gray A and a B (RGB or gray) with structure, texture and a mid-range colour, uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    a = 0.5 + 0.35 * np.sin(9 * x) * np.cos(7 * y) + 0.05 * rng.standard_normal((SIZE, SIZE))
+    b = np.stack([0.5 + 0.3 * np.cos(6 * x + c) * np.sin(8 * y) for c in range(3)], axis=-1)
+    b = b + 0.05 * rng.standard_normal(b.shape)
+    b = b if colour else b.mean(axis=-1)
+    return (np.clip(a, 0, 1) * 255).astype(np.uint8), (np.clip(b, 0, 1) * 255).astype(np.uint8)
+
+
+def _write_pairs(root: Path, names: tuple[str, ...], colour: bool = True) -> Path:
+    for seed, name in enumerate(names):
+        a, b = _pair_pixels(seed, colour)
+        for folder, pixels in (("ir", a), ("vi", b)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / folder / f"{name}.png")
+    return root
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_pipeline) -> Path:
+    return save_pipeline(tmp_path / "checkpoint", tiny_pipeline)
+
+
+@pytest.fixture
+def pairs(tmp_path) -> Path:
+    return _write_pairs(tmp_path / "pairs", ("001",))
+
+
+def _fuse(pairs: Path, checkpoint: Path, output: Path, *extra: str) -> int:
+    a, b = pairs / "ir" / "001.png", pairs / "vi" / "001.png"
+    return main(["fuse", str(a), str(b), "-o", str(output), "--checkpoint", str(checkpoint), *extra])
+
+
+def _reference(pairs: Path, checkpoint: Path, seed: int = 0) -> tuple[FusionResult, np.ndarray]:
+    """What the CLI should have fused: the same files, checkpoint and seed, in this process; and B."""
+    pair = read_pair(pairs / "ir" / "001.png", pairs / "vi" / "001.png")
+    result = load_pipeline(checkpoint).fuse(pair.a.pixels, pair.b.pixels,
+                                            generator=torch.Generator().manual_seed(seed))
+    return result, pair.b.pixels
+
+
+# -------------------------------------------------------------------------------------------------- fuse
+
+
+def test_fuse_png_holds_the_pipeline_image(pairs, checkpoint, tmp_path, capsys):
+    assert _fuse(pairs, checkpoint, tmp_path / "fused.png") == 0
+    result, _ = _reference(pairs, checkpoint)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "fused.png")), result.fused)
+    assert f"({SIZE}x{SIZE})" in capsys.readouterr().out
+
+
+def test_fuse_colour_tiff_is_16_bit_and_equals_the_shared_writer(pairs, checkpoint, tmp_path):
+    assert _fuse(pairs, checkpoint, tmp_path / "fused.tif") == 0
+    result, b = _reference(pairs, checkpoint)
+    write_fused(tmp_path / "reference.tif", result.y_fused, b)
+    assert (tmp_path / "fused.tif").read_bytes() == (tmp_path / "reference.tif").read_bytes()
+    stored = np.rint(read_image(tmp_path / "fused.tif").pixels.astype(np.float64) * 65535)
+    assert stored.shape == (SIZE, SIZE, 3)
+    assert len(np.unique(stored)) > 4096 and np.any(stored % 257)  # not 8-bit levels scaled by 257
+    np.testing.assert_array_equal(to_uint8(stored / 65535), result.fused)
+
+
+def test_fuse_gray_tiff_holds_the_luminance(tmp_path, checkpoint):
+    gray = _write_pairs(tmp_path / "gray", ("001",), colour=False)
+    assert _fuse(gray, checkpoint, tmp_path / "fused.tiff") == 0
+    result, _ = _reference(gray, checkpoint)
+    stored = np.rint(read_image(tmp_path / "fused.tiff").pixels.astype(np.float64) * 65535)
+    # float32 arithmetic, as the pipeline's 8-bit image of a gray pair uses (both keep y_fused's dtype)
+    np.testing.assert_array_equal(stored, np.round(result.y_fused * 65535.0))
+    assert len(np.unique(stored)) > 256
+
+
+def test_fuse_dicom_is_an_anonymous_secondary_capture_of_the_fused_image(pairs, checkpoint, tmp_path):
+    assert _fuse(pairs, checkpoint, tmp_path / "fused.dcm", "--seed", "3") == 0
+    dataset = pydicom.dcmread(tmp_path / "fused.dcm")
+    assert dataset.PhotometricInterpretation == "RGB" and dataset.PatientID == "ANONYMOUS"
+    result, _ = _reference(pairs, checkpoint, seed=3)
+    np.testing.assert_array_equal(dataset.pixel_array, result.fused)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("-o", "fused.jpg"), r"'fused\.jpg'.*\.png, \.tif or \.tiff \(16-bit\) or \.dcm"),
+    (("-o", "fused.png", "--timesteps", "5,5,100"), r"\[5\] repeat"),
+    (("-o", "fused.png", "--timesteps", "5,50,1000"), r"0\.\.999"),
+])
+def test_fuse_refuses_bad_names_and_timesteps_in_one_line(pairs, checkpoint, tmp_path, capsys, monkeypatch,
+                                                         extra, message):
+    monkeypatch.chdir(tmp_path)
+    code = main(["fuse", str(pairs / "ir" / "001.png"), str(pairs / "vi" / "001.png"), "--checkpoint",
+                 str(checkpoint), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert re.search(message, err)
+    assert not list(tmp_path.glob("fused.*"))
+
+
+# ---------------------------------------------------------------------------------------- evaluate, split
+
+
+def test_evaluate_tabulates_the_network_and_a_baseline(tmp_path, checkpoint, capsys):
+    root = _write_pairs(tmp_path / "pairs", ("001", "002"))
+    out = tmp_path / "evaluation"
+    code = main(["evaluate", str(root), "--methods", "dgd,average", "--checkpoint", str(checkpoint),
+                 "--out", str(out)])
+    assert code == 0
+    with open(out / "per_image.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["name"], r["method"]) for r in rows] == [("001", "dgd"), ("001", "average"), ("002", "dgd"),
+                                                        ("002", "average")]
+    result, _ = _reference(root, checkpoint)  # the dgd method fuses each pair with seed 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "fused" / "dgd" / "001.png")), result.fused)
+    printed = capsys.readouterr().out
+    assert "| dgd |" in printed and "| average |" in printed and "2 pairs x 2 methods" in printed
+
+
+def test_evaluate_refuses_an_unknown_method(pairs, tmp_path, capsys):
+    assert main(["evaluate", str(pairs), "--methods", "average,magic", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown method 'magic'" in capsys.readouterr().err
+
+
+def test_split_holds_out_every_fifth_pair(tmp_path, capsys):
+    names = ("a", "b", "c", "d", "e", "f")
+    root = _write_pairs(tmp_path / "pairs", names)
+    assert main(["split", str(root), "--every", "5", "--out", str(tmp_path / "split")]) == 0
+    for split, held in (("train", ["a", "b", "c", "d", "f"]), ("test", ["e"])):
+        for folder in ("ir", "vi"):
+            assert sorted(p.stem for p in (tmp_path / "split" / split / folder).iterdir()) == held
+    assert (tmp_path / "split" / "test" / "vi" / "e.png").read_bytes() == (root / "vi" / "e.png").read_bytes()
+    assert "5 train and 1 test pairs" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------- bench
+
+
+def test_bench_runs_the_tiny_preset_in_process(tmp_path, capsys):
+    report_path = tmp_path / "bench.json"
+    code = main(["bench", "--presets", "tiny", "--repeats", "2", "--size", "40x32", "--in-process",
+                 "--out", str(report_path)])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    assert report["isolated"] is False
+    results = report["results"]
+    assert [(r["kind"], r["preset"], r["device"]) for r in results] == [
+        ("fuse", "tiny", "cpu"), ("average", None, "cpu"), ("metrics", None, "cpu")]
+    assert all(r["size"] == "40x32" and r["runs"] == 2 and r["median_s"] > 0 and r["peak_memory_mb"] > 0
+               for r in results)
