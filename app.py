@@ -41,6 +41,7 @@ from fusion_core import (
     FusionPipeline,
     FusionResult,
     ImageLoadError,
+    Intermediates,
     LoadedImage,
     PairDataset,
     TrainConfig,
@@ -385,7 +386,7 @@ class FusionApp:
                  dicom_markdown({f"A ({spec.a})": image_a, f"B ({spec.b})": image_b}))
         yield (*shown, "Scoring the fused image and the classical baselines…", None, None, None, None)
         table, baselines = compare_methods(result.fused, pair.a.pixels, pair.b.pixels)
-        maps = result.intermediates
+        maps = result.intermediates or Intermediates()  # none recorded for a pair fused in tiles
         yield (*shown, table, baselines, expert_figure(maps, result.timesteps), gate_figure(maps, result.timesteps),
                attention_figure(maps))
 

@@ -24,7 +24,7 @@ from .imaging import (
     write_tiff16,
 )
 from .metrics import CONVENTIONS, METRICS, PAPER_METRICS, MetricsReport, compute_metrics
-from .pipeline import FusionPipeline, FusionResult, build_pipeline
+from .pipeline import FusionPipeline, FusionResult, Intermediates, build_pipeline
 from .train import TrainProgress, TrainResult, hardware_description, setup_distributed, train
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "FusionPipeline",
     "FusionResult",
     "ImageLoadError",
+    "Intermediates",
     "LoadedImage",
     "LoadedPair",
     "LossConfig",
