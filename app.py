@@ -1,9 +1,12 @@
 """DGD-Fusion in the browser: fuse a pair, compare it with classical methods, evaluate, train, read about it.
 
-UI only. ``FusionApp`` holds the adapter handlers: each turns UI values into calls of the
-``fusion_core`` public API and its results back into UI values, and turns every bad input into a message a
-person can act on (``gr.Error``), never a traceback. ``build_demo`` holds the layout, then the wiring;
-``main`` launches. Pipelines load lazily, once per checkpoint (``fusion_app.models.ModelStore``), so
+UI only, in three parts. ``FusionApp`` holds the adapter handlers: each turns UI values into calls of the
+``fusion_core`` public API and its results back into UI values (``{component: value}``, the components named by
+the view of its tab), and turns every bad input into a message a person can act on (``gr.Error``), never a
+traceback. Then the layout: one builder per tab (``build_fuse_tab`` ...), each returning its view (a frozen
+dataclass of its components). Then the wiring (``wire_fuse_tab`` ...): the CPU-heavy events share one
+concurrency group, and a ``gr.Timer`` follows a training run. ``build_demo`` puts them together; ``main``
+launches. Pipelines load lazily, once per checkpoint (``fusion_app.models.ModelStore``), so
 ``import app`` stays cheap and nothing is fetched from the network at start. The parts that need no gradio
 (the model store, the figures, zips, the training thread) live in the ``fusion_app`` package.
 
@@ -21,6 +24,9 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -41,7 +47,9 @@ from fusion_core import (
     FusionPipeline,
     FusionResult,
     ImageLoadError,
+    Intermediates,
     LoadedImage,
+    LoadedPair,
     PairDataset,
     TrainConfig,
     compute_metrics,
@@ -78,6 +86,9 @@ DEFAULT_WINDOW = next(iter(WINDOWS))
 MAX_PIXELS = 4096 * 4096  # larger pairs fuse (in tiles) but the metrics and baselines then take minutes on a CPU
 KEEP_OUTPUTS_SECONDS = 3600
 ZERO_GPU_CHUNK_STEPS = 200  # steps per lent GPU call on ZeroGPU: well inside its default 60 s per call
+# Fusing, evaluating and starting a run share one queue slot, so two of them never fight over a small machine's
+# cores; a started run trains in the trainer's thread, which leaves half the cores to fusion (Trainer).
+CPU_HEAVY = {"concurrency_id": "cpu-heavy", "concurrency_limit": 1}
 
 DESCRIPTION = """\
 # DGD-Fusion: multimodal image fusion with a dynamic-gating diffusion network
@@ -196,7 +207,7 @@ def parse_timesteps(text: str) -> tuple[int, ...] | None:
                     f"(got {text!r}).") from None
 
 
-def load_pair(image_a: LoadedImage, image_b: LoadedImage, task: Task, resample: bool, align: bool):
+def load_pair(image_a: LoadedImage, image_b: LoadedImage, task: Task, resample: bool, align: bool) -> LoadedPair:
     """Make the two sources one size (when asked) and aligned (when asked); ``read_pair`` does the work."""
     (ha, wa), (hb, wb) = image_a.pixels.shape[:2], image_b.pixels.shape[:2]
     if (ha, wa) != (hb, wb) and not resample:
@@ -294,11 +305,156 @@ def _find_pairs(root: Path, hide: Path) -> list:
         raise _fail(f"No usable pairs: {str(error).replace(str(hide), 'the zip')}") from None
 
 
+# ------------------------------------------------------------------------------------------------ options and views
+
+
+@dataclass(frozen=True)
+class FuseOptions:
+    """The Fuse tab's options beside the two files, the task and the checkpoint: how each source is read
+    (DICOM window and frame), then the Advanced accordion. The defaults are the controls' initial values."""
+
+    window_a: str = DEFAULT_WINDOW
+    frame_a: int = 0
+    window_b: str = DEFAULT_WINDOW
+    frame_b: int = 0
+    timesteps: str = "5, 50, 100"
+    seed: int = 0
+    resample: bool = False
+    align: bool = False
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The Train tab's options beside the pairs and the starting point. The defaults are the controls' initial
+    values."""
+
+    preset: str = "tiny"
+    stage: str = "both"
+    steps: int = 20
+    batch: int = 2
+    crop: int = 64
+    lr: float = 1e-4
+
+
+@dataclass(frozen=True)
+class FollowedRun:
+    """The training run a session follows (the Train tab's ``gr.State``): its name, the loss points shown."""
+
+    name: str
+    shown: int = -1
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    """One source's upload, preview, description and DICOM options (shown only for DICOM files)."""
+
+    file: gr.File
+    preview: gr.Image
+    info: gr.Markdown
+    dicom: gr.Group
+    window: gr.Dropdown
+    frame: gr.Number
+
+
+@dataclass(frozen=True)
+class PairsColumn:
+    """The Evaluate and Train tabs' shared inputs: a zip of pairs, the task (whose bundled examples stand in
+    for a missing zip) and the checkpoint to use or start from."""
+
+    zip: gr.File
+    task: gr.Dropdown
+    checkpoint: gr.Dropdown
+
+
+@dataclass(frozen=True)
+class FuseView:
+    """The Fuse tab's components; ``options`` holds the controls of the ``FuseOptions`` fields by field name."""
+
+    task: gr.Radio
+    checkpoint: gr.Dropdown
+    model_note: gr.Markdown
+    source_a: SourceColumn
+    source_b: SourceColumn
+    options: dict[str, gr.components.Component]
+    button: gr.Button
+    fused: gr.Image
+    notes: gr.Markdown
+    slider_a: gr.ImageSlider
+    slider_b: gr.ImageSlider
+    downloads: gr.File
+    dicom_info: gr.Markdown
+    metrics: gr.Markdown
+    baselines: gr.Gallery
+    experts: gr.Plot
+    gates: gr.Plot
+    attention: gr.Plot
+
+    def outputs(self) -> list[gr.components.Component]:
+        """What the fuse handler writes, in the order of the API's return values."""
+        return [self.fused, self.slider_a, self.slider_b, self.downloads, self.notes, self.dicom_info, self.metrics,
+                self.baselines, self.experts, self.gates, self.attention]
+
+
+@dataclass(frozen=True)
+class EvaluateView:
+    """The Evaluate tab's components."""
+
+    pairs: PairsColumn
+    convention: gr.Radio
+    button: gr.Button
+    summary: gr.Markdown
+    means: gr.Markdown
+    chart: gr.Image
+    rows: gr.Dataframe
+    files: gr.File
+
+    def outputs(self) -> list[gr.components.Component]:
+        return [self.summary, self.means, self.chart, self.rows, self.files]
+
+
+@dataclass(frozen=True)
+class TrainView:
+    """The Train tab's components; ``options`` holds the controls of the ``TrainOptions`` fields by field name,
+    ``checkpoint_menus`` the other tabs' checkpoint menus, which list a finished run."""
+
+    pairs: PairsColumn
+    options: dict[str, gr.components.Component]
+    start_button: gr.Button
+    stop_button: gr.Button
+    progress: gr.HTML
+    status: gr.Markdown
+    loss_plot: gr.Plot
+    preview: gr.Image
+    checkpoint_file: gr.File
+    timer: gr.Timer
+    followed: gr.State
+    checkpoint_menus: tuple[gr.Dropdown, ...]
+
+    def outputs(self) -> list[gr.components.Component]:
+        """What the start handler and the timer's ticks write, in the order of the API's return values."""
+        return [self.progress, self.status, self.loss_plot, self.preview, self.checkpoint_file, *self.checkpoint_menus,
+                self.pairs.checkpoint, self.timer, self.followed]
+
+
+@dataclass(frozen=True)
+class Tabs:
+    """The views of the tabs that have handlers."""
+
+    fuse: FuseView
+    evaluate: EvaluateView
+    train: TrainView
+
+
+
 # ------------------------------------------------------------------------------------------------ the adapter
 
 
 class FusionApp:
-    """The handlers of the UI, over one model store, one trainer and one folder for outputs."""
+    """The handlers of the UI, over one model store, one trainer and one folder for outputs.
+
+    Handlers that write several components take the view of their tab (or column) first and return
+    ``{component: value}``; components they leave out keep their value.
+    """
 
     def __init__(self, models: ModelStore | None = None, work_dir: Path | None = None, poll_seconds: float = 1.0):
         self.models = models or ModelStore()
@@ -307,7 +463,8 @@ class FusionApp:
             self.trainer = Trainer("cuda", chunk_steps=ZERO_GPU_CHUNK_STEPS, accelerate=_on_accelerator)
         else:
             self.trainer = Trainer("cuda" if torch.cuda.is_available() else "cpu")
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = poll_seconds  # how often the Train tab's timer asks for progress
+        self.runs: dict[str, TrainingJob] = {}  # every run started here, by name, for the sessions following them
 
     def _output_dir(self, kind: str, prune: bool = True) -> Path:
         """A new folder for one call's outputs; older ones of the same kind are pruned unless told not to."""
@@ -333,69 +490,73 @@ class FusionApp:
         random = self._resolve(task, choice) == RANDOM
         return gr.Markdown(self.models.describe(task, choice), elem_classes=["warning-note"] if random else [])
 
-    def task_changed(self, task: str, choice: str):
+    def task_changed(self, view: FuseView, task: str, choice: str) -> dict:
         """Source labels and the model line follow the task."""
         spec = TASKS[task]
-        return gr.File(label=f"Source A: {spec.a}"), gr.File(label=f"Source B: {spec.b}"), self.model_note(task, choice)
+        return {view.source_a.file: gr.File(label=f"Source A: {spec.a}"),
+                view.source_b.file: gr.File(label=f"Source B: {spec.b}"),
+                view.model_note: self.model_note(task, choice)}
 
-    def preview(self, path: str | None, window: str, frame: float | None):
+    def preview(self, column: SourceColumn, path: str | None, window: str, frame: float | None) -> dict:
         """Preview of an upload, its description, and the DICOM options shown only for DICOM files."""
         if not path:
-            return None, "", gr.Group(visible=False)
+            return {column.preview: None, column.info: "", column.dicom: gr.Group(visible=False)}
         try:
             image = read_image(path, frame=int(frame or 0), window=WINDOWS.get(window), max_pixels=MAX_PIXELS)
         except ImageLoadError as error:
             gr.Warning(html.escape(f"{Path(path).name}: {error}"))
-            return None, f"⚠️ {error}", gr.skip()
-        return to_uint8(image.pixels), describe_source(image), gr.Group(visible=image.dicom is not None)
+            return {column.preview: None, column.info: f"⚠️ {error}"}
+        return {column.preview: to_uint8(image.pixels), column.info: describe_source(image),
+                column.dicom: gr.Group(visible=image.dicom is not None)}
 
-    def source_changed(self, path: str | None):
+    def source_changed(self, column: SourceColumn, path: str | None) -> dict:
         """A new upload: DICOM options back to their defaults, then the preview."""
-        return (gr.Dropdown(value=DEFAULT_WINDOW), gr.Number(value=0),
-                *self.preview(path, DEFAULT_WINDOW, 0))
+        return {column.window: gr.update(value=DEFAULT_WINDOW), column.frame: gr.update(value=0),
+                **self.preview(column, path, DEFAULT_WINDOW, 0)}
 
-    def fuse(self, path_a, path_b, task, choice, window_a, frame_a, window_b, frame_b, timesteps, seed, resample,
-             align):
-        """Fuse the uploaded pair; yields the image first, then the metric table and the network's maps.
-
-        Outputs: fused, slider A, slider B, downloads, notes, DICOM summary, metric table, baselines,
-        expert weights, gate maps with their activity, the head's weight map and attention maps.
-        """
+    def fuse(self, view: FuseView, path_a: str | None, path_b: str | None, task: str, choice: str,
+             options: FuseOptions) -> Iterator[dict]:
+        """Fuse the uploaded pair; yields the image first, then the metric table and the network's maps."""
         spec = TASKS[task]
-        image_a = read_source(path_a, f"source A ({spec.a})", window_a, frame_a)
-        image_b = read_source(path_b, f"source B ({spec.b})", window_b, frame_b)
-        pair = load_pair(image_a, image_b, spec, resample, align)
+        image_a = read_source(path_a, f"source A ({spec.a})", options.window_a, options.frame_a)
+        image_b = read_source(path_b, f"source B ({spec.b})", options.window_b, options.frame_b)
+        pair = load_pair(image_a, image_b, spec, options.resample, options.align)
         name = self._resolve(task, choice)
-        torch.set_num_threads(self.trainer.fusion_threads())
         began = time.perf_counter()
-        try:
-            pipeline = self.models.get(name)
-            result = fuse_on_device(pipeline, pair.a.pixels, pair.b.pixels, parse_timesteps(timesteps),
-                                    int(seed or 0))
-        except (ValueError, CheckpointError) as error:
-            raise _fail(str(error)) from None
-        seconds = time.perf_counter() - began
+        pipeline, result = self._fuse_pair(name, pair, options)
         notes = [f"A: {w}" for w in image_a.warnings] + [f"B: {w}" for w in image_b.warnings] + list(pair.warnings)
         is_dicom = image_a.dicom is not None or image_b.dicom is not None
-        downloads = write_downloads(result, pair.b.pixels, self._output_dir("fused"),
-                                    f"fused_{_safe_stem(path_a)}", is_dicom)
         a8, b8 = to_uint8(pair.a.pixels), to_uint8(pair.b.pixels)
-        shown = (result.fused, (a8, result.fused), (b8, result.fused), downloads,
-                 notes_markdown(name, str(pipeline.device), seconds, result, notes),
-                 dicom_markdown({f"A ({spec.a})": image_a, f"B ({spec.b})": image_b}))
-        yield (*shown, "Scoring the fused image and the classical baselines…", None, None, None, None)
+        shown = {
+            view.fused: result.fused, view.slider_a: (a8, result.fused), view.slider_b: (b8, result.fused),
+            view.downloads: write_downloads(result, pair.b.pixels, self._output_dir("fused"),
+                                            f"fused_{_safe_stem(path_a)}", is_dicom),
+            view.notes: notes_markdown(name, str(pipeline.device), time.perf_counter() - began, result, notes),
+            view.dicom_info: dicom_markdown({f"A ({spec.a})": image_a, f"B ({spec.b})": image_b}),
+        }
+        yield shown | {view.metrics: "Scoring the fused image and the classical baselines…", view.baselines: None,
+                       view.experts: None, view.gates: None, view.attention: None}
         table, baselines = compare_methods(result.fused, pair.a.pixels, pair.b.pixels)
-        maps = result.intermediates
-        yield (*shown, table, baselines, expert_figure(maps, result.timesteps), gate_figure(maps, result.timesteps),
-               attention_figure(maps))
+        maps = result.intermediates or Intermediates()  # none recorded for a pair fused in tiles
+        yield shown | {view.metrics: table, view.baselines: baselines,
+                       view.experts: expert_figure(maps, result.timesteps),
+                       view.gates: gate_figure(maps, result.timesteps), view.attention: attention_figure(maps)}
+
+    def _fuse_pair(self, name: str, pair: LoadedPair, options: FuseOptions) -> tuple[FusionPipeline, FusionResult]:
+        """The network's fusion of a checked pair, with its intermediates; library errors as UI messages."""
+        torch.set_num_threads(self.trainer.fusion_threads())
+        try:
+            pipeline = self.models.get(name)
+            return pipeline, fuse_on_device(pipeline, pair.a.pixels, pair.b.pixels,
+                                            parse_timesteps(options.timesteps), int(options.seed or 0))
+        except (ValueError, CheckpointError) as error:
+            raise _fail(str(error)) from None
 
     # -------------------------------------------------------------------------------------- evaluate tab
 
-    def evaluate(self, zip_path, task, choice, convention, progress=gr.Progress()):
-        """Fuse and score every pair of a zip (or the bundled examples) with the network and the baselines.
-
-        Outputs: summary, means table, bar chart, per-image rows, CSV files.
-        """
+    def evaluate(self, view: EvaluateView, zip_path: str | None, task: str, choice: str, convention: str,
+                 progress=gr.Progress()) -> dict:
+        """Fuse and score every pair of a zip (or the bundled examples) with the network and the baselines."""
         out_dir = self._output_dir("evaluations")
         root, data = _pairs_root(zip_path, task, out_dir / "pairs")
         pairs = _find_pairs(root, out_dir / "pairs")
@@ -408,19 +569,19 @@ class FusionApp:
             raise _fail(f"Evaluation failed: {str(error).replace(str(out_dir), 'the zip')}") from None
         random = " ⚠️ The network ran with **random weights**: its scores say nothing about the method." \
             if name == RANDOM else ""
-        summary = f"Evaluated **{len(pairs)} pairs** from {data} with **{name}** and four baselines.{random}"
-        rows = [[r.name, r.method, *(round(r.values[k], 4) for k in METRICS)] for r in result.rows]
-        files = [str(result.files["per_image_csv"]), str(result.files["means_csv"])]
-        return summary, result.files["means_md"].read_text(), str(result.files["means_png"]), rows, files
+        return {
+            view.summary: f"Evaluated **{len(pairs)} pairs** from {data} with **{name}** and four baselines.{random}",
+            view.means: result.files["means_md"].read_text(),
+            view.chart: str(result.files["means_png"]),
+            view.rows: [[r.name, r.method, *(round(r.values[k], 4) for k in METRICS)] for r in result.rows],
+            view.files: [str(result.files["per_image_csv"]), str(result.files["means_csv"])],
+        }
 
     # -------------------------------------------------------------------------------------- train tab
 
-    def start_training(self, zip_path, task, stage, steps, crop, batch, lr, preset, start,
-                       request: gr.Request = None):
-        """Start a run in the background and follow it: progress, loss curve, preview, then the checkpoint.
-
-        Outputs: progress, loss curve, preview, status, checkpoint zip, the three checkpoint menus.
-        """
+    def start_training(self, view: TrainView, zip_path: str | None, task: str, start: str,
+                       options: TrainOptions) -> dict:
+        """Start a run in the background; the Train tab's timer then follows it (``training_progress``)."""
         if self.trainer.busy:
             job = self.trainer.job
             raise _fail(f"A training run is already in progress (step {job.step} of {job.total}); only one runs "
@@ -430,32 +591,57 @@ class FusionApp:
         root, data = _pairs_root(zip_path, task, out_dir.parent / "pairs")
         try:
             dataset = PairDataset(_find_pairs(root, out_dir.parent / "pairs"))
-            pipeline = self.models.fresh(start, preset)
+            pipeline = self.models.fresh(start, options.preset)
         except (ValueError, CheckpointError) as error:
             raise _fail(str(error).replace(str(out_dir.parent), "the zip")) from None
-        configs = self._train_configs(stage, steps, crop, batch, lr, pipeline.stride)
-        job = TrainingJob(name, out_dir, configs[0].steps, tuple(c.stage for c in configs),
-                          owner=getattr(request, "session_hash", None))
-        origin = f"random weights, `{preset}` preset" if start == FROM_SCRATCH else f"checkpoint `{start}`"
+        configs = self._train_configs(options, pipeline.stride)
+        job = TrainingJob(name, out_dir, configs[0].steps, tuple(c.stage for c in configs))
+        origin = f"random weights, `{options.preset}` preset" if start == FROM_SCRATCH else f"checkpoint `{start}`"
         card = training_card(name, origin, data, len(dataset), configs)
         try:
             self.trainer.start(job, pipeline, dataset, configs, card, self._finish_training)
         except RuntimeError:
             raise _fail("A training run has just started in another session; only one runs at a time.") from None
-        yield from self._follow(job)
+        self.runs[name] = job
+        return {view.progress: progress_html(job), view.status: "Training…", view.loss_plot: None,
+                view.preview: None, view.checkpoint_file: None, view.timer: gr.Timer(active=True),
+                view.followed: FollowedRun(name)}
 
-    def stop_training(self, request: gr.Request = None) -> str:
-        """Ask the running job to stop (it saves its checkpoint first); only its own session may."""
+    def training_progress(self, view: TrainView, followed: FollowedRun | None) -> dict:
+        """One tick of the Train tab's timer: the followed run's progress and, when the run has ended, its status,
+        its checkpoint, the checkpoint menus listing it, and the timer stopped."""
+        job = self.runs.get(followed.name) if followed is not None else None
+        if job is None:
+            return {view.status: "No training run was started in this session.", view.timer: gr.Timer(active=False)}
+        done = job.done  # read first: a run records its last step before it is marked done
+        shown = {view.progress: progress_html(job)}
+        if len(job.history) != followed.shown:
+            shown |= {view.loss_plot: loss_figure(list(job.history)),
+                      view.followed: replace(followed, shown=len(job.history))}
+            if job.preview is not None:
+                shown[view.preview] = job.preview
+        if not done:
+            status = "Stopping: saving the checkpoint…" if self.trainer.stopping else "Training…"
+            return shown | {view.status: status}
+        menus = {menu: gr.Dropdown(choices=self.models.choices()) for menu in view.checkpoint_menus}
+        return shown | menus | {
+            view.pairs.checkpoint: gr.Dropdown(choices=[FROM_SCRATCH, *self.models.folders()]),
+            view.status: self._training_status(job), view.checkpoint_file: job.zip_path and str(job.zip_path),
+            view.timer: gr.Timer(active=False)}
+
+    def stop_training(self, followed: FollowedRun | None) -> str:
+        """Ask the running job to stop (it saves its checkpoint first); only the session following it may."""
         job = self.trainer.job
         if not self.trainer.busy or job is None:
             return "No training run is in progress."
-        if job.owner is not None and job.owner != getattr(request, "session_hash", None):
+        if followed is None or followed.name != job.name:
             raise _fail("This run was started in another session; only that session can stop it.")
         self.trainer.stop()
         return "Stopping after the current step; the checkpoint is saved first."
 
-    def _train_configs(self, stage: str, steps, crop, batch, lr, stride: int) -> list[TrainConfig]:
-        steps, crop, batch, lr = int(steps or 0), int(crop or 0), int(batch or 0), float(lr or 0)
+    def _train_configs(self, options: TrainOptions, stride: int) -> list[TrainConfig]:
+        steps, crop, batch = int(options.steps or 0), int(options.crop or 0), int(options.batch or 0)
+        lr = float(options.lr or 0)
         if not 1 <= steps <= 100_000:
             raise _fail(f"Steps must lie between 1 and 100000 (got {steps}).")
         if not 1 <= batch <= 64:
@@ -465,7 +651,7 @@ class FusionApp:
                         f"1024 (got {crop}).")
         if not 0 < lr <= 0.1:
             raise _fail(f"The learning rate must lie in (0, 0.1] (got {lr:g}).")
-        stages = [1, 2] if stage == "both" else [int(stage)]
+        stages = [1, 2] if options.stage == "both" else [int(options.stage)]
         return [TrainConfig(stage=s, steps=steps, batch_size=batch, crop=crop, lr=lr, checkpoint_every=0,
                             preview_every=max(1, steps // 5), log_every=1) for s in stages]
 
@@ -473,22 +659,6 @@ class FusionApp:
         """In the worker thread: make the checkpoint selectable and downloadable."""
         self.models.register(job.name, job.out_dir)
         job.zip_path = zip_checkpoint(job.out_dir, job.name)
-
-    def _follow(self, job: TrainingJob):
-        shown = -1
-        while True:
-            done = job.done
-            curve = loss_figure(list(job.history)) if len(job.history) != shown else gr.skip()
-            shown = len(job.history)
-            preview = job.preview if job.preview is not None else gr.skip()
-            if done:
-                break
-            status = "Stopping: saving the checkpoint…" if self.trainer.stopping else "Training…"
-            yield progress_html(job), curve, preview, status, None, *(gr.skip(),) * 3
-            time.sleep(self.poll_seconds)
-        menus = (gr.Dropdown(choices=self.models.choices()), gr.Dropdown(choices=self.models.choices()),
-                 gr.Dropdown(choices=[FROM_SCRATCH, *self.models.folders()]))
-        yield progress_html(job), curve, preview, self._training_status(job), job.zip_path and str(job.zip_path), *menus
 
     @staticmethod
     def _training_status(job: TrainingJob) -> str:
@@ -511,7 +681,7 @@ class FusionApp:
         return f"{ABOUT}\n## Model cards\n\n{cards}\n"
 
 
-# ------------------------------------------------------------------------------------------------ layout + wiring
+# ------------------------------------------------------------------------------------------------ layout
 
 
 def _examples() -> tuple[list[list[str]], list[str]]:
@@ -527,7 +697,7 @@ def _examples() -> tuple[list[list[str]], list[str]]:
     return rows, labels
 
 
-def _source_column(label: str, elem_id: str):
+def build_source_column(label: str, elem_id: str) -> SourceColumn:
     """Upload, preview, description and the DICOM options of one source."""
     file = gr.File(label=label, type="filepath", elem_id=elem_id)
     preview = gr.Image(label="Preview", interactive=False, height=200, format="png", buttons=["fullscreen"])
@@ -535,122 +705,197 @@ def _source_column(label: str, elem_id: str):
     with gr.Group(visible=False) as dicom:
         window = gr.Dropdown(list(WINDOWS), value=DEFAULT_WINDOW, label="DICOM window")
         frame = gr.Number(0, precision=0, minimum=0, label="DICOM frame (from 0)")
-    return file, preview, info, dicom, window, frame
+    return SourceColumn(file, preview, info, dicom, window, frame)
+
+
+def build_pairs_column(task_label: str, checkpoints: list[str], checkpoint: str, checkpoint_label: str
+                       ) -> PairsColumn:
+    """A zip of pairs, the task whose bundled examples stand in without one, the checkpoint."""
+    archive = gr.File(label="Zip of pairs (optional)", file_types=[".zip"], type="filepath")
+    task = gr.Dropdown(list(TASKS), value=DEFAULT_TASK, label=task_label)
+    menu = gr.Dropdown(checkpoints, value=checkpoint, label=checkpoint_label)
+    return PairsColumn(archive, task, menu)
+
+
+def build_fuse_tab(app: FusionApp) -> FuseView:
+    """Two sources (or an example pair), Advanced options, the fused image, the comparison, the maps."""
+    spec, defaults = TASKS[DEFAULT_TASK], FuseOptions()
+    with gr.Tab("Fuse"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                task = gr.Radio(list(TASKS), value=DEFAULT_TASK, label="Task")
+                checkpoint = gr.Dropdown(app.models.choices(), value=AUTO, label="Checkpoint")
+                model_note = app.model_note(DEFAULT_TASK, AUTO)
+                with gr.Row():
+                    with gr.Column(min_width=200):
+                        source_a = build_source_column(f"Source A: {spec.a}", "source-a")
+                    with gr.Column(min_width=200):
+                        source_b = build_source_column(f"Source B: {spec.b}", "source-b")
+                with gr.Accordion("Advanced", open=False):
+                    advanced = {
+                        "timesteps": gr.Textbox(defaults.timesteps,
+                                                label="Feature timesteps (as many as the model reads)"),
+                        "seed": gr.Number(defaults.seed, precision=0, label="Seed of the diffusion noise"),
+                        "resample": gr.Checkbox(defaults.resample,
+                                                label="Resample B to A's size when the sizes differ (bicubic)"),
+                        "align": gr.Checkbox(defaults.align,
+                                             label="Align B to A by phase correlation (translation only)"),
+                    }
+                button = gr.Button("Fuse", variant="primary", elem_id="fuse-button")
+                examples, labels = _examples()
+                gr.Examples(examples, inputs=[source_a.file, source_b.file, task], example_labels=labels,
+                            cache_examples=False, examples_per_page=8, label="Example pairs")
+            with gr.Column(scale=3):
+                fused = gr.Image(label="Fused", format="png", interactive=False, elem_id="fused-image")
+                notes = gr.Markdown(elem_id="fuse-notes")
+                with gr.Row():
+                    slider_a = gr.ImageSlider(label="Source A | fused", format="png", elem_id="slider-a")
+                    slider_b = gr.ImageSlider(label="Source B | fused", format="png", elem_id="slider-b")
+                downloads = gr.File(label="Downloads: PNG, 16-bit TIFF, DICOM", file_count="multiple",
+                                    interactive=False)
+                dicom_info = gr.Markdown()
+        metrics = gr.Markdown(elem_id="metric-table")
+        baselines = gr.Gallery(label="Classical baselines", format="png", columns=4, height=240)
+        with gr.Accordion("Inside the network", open=False, elem_id="maps"):
+            experts = gr.Plot(label="Expert weights (DFE)", show_label=False)
+            gates = gr.Plot(label="Gate maps (GFS)", show_label=False)
+            attention = gr.Plot(label="Fusion head: weight map and attention maps (GLSA)", show_label=False)
+    options = {"window_a": source_a.window, "frame_a": source_a.frame, "window_b": source_b.window,
+               "frame_b": source_b.frame, **advanced}
+    return FuseView(task, checkpoint, model_note, source_a, source_b, options, button, fused, notes, slider_a,
+                    slider_b, downloads, dicom_info, metrics, baselines, experts, gates, attention)
+
+
+def build_evaluate_tab(app: FusionApp) -> EvaluateView:
+    """A zip of pairs (or the examples) scored for the network and the baselines: tables, chart, CSV files."""
+    with gr.Tab("Evaluate"):
+        gr.Markdown("Fuse every pair of a zip with the network and the four classical baselines and score them. "
+                    "The zip holds two folders with the same file names: `ir` + `vi`, `MRI` + `CT|PET|SPECT` "
+                    "or `A` + `B`. Without a zip, the bundled examples of the task are used.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                pairs = build_pairs_column("Task (examples and checkpoint)", app.models.choices(), AUTO,
+                                           "Checkpoint")
+                convention = gr.Radio(list(CONVENTIONS), value="standard", label="Metric convention")
+                button = gr.Button("Evaluate", variant="primary")
+            with gr.Column(scale=3):
+                summary = gr.Markdown()
+                means = gr.Markdown()
+                chart = gr.Image(label="Means per method", format="png", interactive=False)
+                rows = gr.Dataframe(headers=["pair", "method", *METRICS], label="Per image", interactive=False)
+                files = gr.File(label="CSV tables", file_count="multiple", interactive=False)
+    return EvaluateView(pairs, convention, button, summary, means, chart, rows, files)
+
+
+def build_train_tab(app: FusionApp, checkpoint_menus: tuple[gr.Dropdown, ...]) -> TrainView:
+    """Training options, start and stop, then the progress, the loss curve, a preview and the checkpoint.
+
+    ``checkpoint_menus`` are the other tabs' menus that list a finished run.
+    """
+    defaults = TrainOptions()
+    with gr.Tab("Train"):
+        gr.Markdown("Train or fine-tune the network on your own pairs (a zip as in the Evaluate tab; without "
+                    "one, the bundled examples of the task). Stage 1 trains the diffusion UNet, stage 2 the "
+                    "fusion head. The `tiny` preset makes a quick trial; real training wants a GPU and the "
+                    "command line (`python -m fusion_core train`). One run at a time.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                pairs = build_pairs_column("Task (bundled examples)", [FROM_SCRATCH, *app.models.folders()],
+                                           FROM_SCRATCH, "Start from")
+                options = {
+                    "preset": gr.Dropdown(sorted(PRESETS), value=defaults.preset, label="Preset (for random weights)"),
+                    "stage": gr.Radio(["1", "2", "both"], value=defaults.stage, label="Stage"),
+                }
+                with gr.Row():
+                    options["steps"] = gr.Number(defaults.steps, precision=0, minimum=1, label="Steps per stage")
+                    options["batch"] = gr.Number(defaults.batch, precision=0, minimum=1, label="Batch")
+                with gr.Row():
+                    options["crop"] = gr.Number(defaults.crop, precision=0, minimum=32, label="Crop (pixels)")
+                    options["lr"] = gr.Number(defaults.lr, label="Learning rate")
+                with gr.Row():
+                    start_button = gr.Button("Start training", variant="primary")
+                    stop_button = gr.Button("Stop", variant="stop")
+            with gr.Column(scale=2):
+                progress = gr.HTML()
+                status = gr.Markdown()
+                with gr.Row():
+                    loss_plot = gr.Plot(label="Loss")
+                    preview = gr.Image(label="Preview (fused with the current weights)", format="png",
+                                       interactive=False, height=260)
+                checkpoint_file = gr.File(label="Checkpoint (zip)", interactive=False)
+    timer = gr.Timer(app.poll_seconds, active=False)  # outside the tab, so it ticks whichever tab is shown
+    followed = gr.State(None)
+    return TrainView(pairs, options, start_button, stop_button, progress, status, loss_plot, preview,
+                     checkpoint_file, timer, followed, checkpoint_menus)
+
+
+def build_about_tab(app: FusionApp) -> None:
+    """The method, the data, the use and the model cards (read again on every page load)."""
+    with gr.Tab("About"):
+        gr.Markdown(app.about)
+
+
+def build_tabs(app: FusionApp) -> Tabs:
+    """Every tab, in order; the Train tab refreshes the others' checkpoint menus."""
+    fuse = build_fuse_tab(app)
+    evaluate = build_evaluate_tab(app)
+    train = build_train_tab(app, (fuse.checkpoint, evaluate.pairs.checkpoint))
+    build_about_tab(app)
+    return Tabs(fuse, evaluate, train)
+
+
+# ------------------------------------------------------------------------------------------------ wiring
+
+
+def wire_fuse_tab(app: FusionApp, view: FuseView) -> None:
+    """Task and checkpoint notes, previews of the uploads, and the fusion (in the CPU-heavy group)."""
+    view.task.change(partial(app.task_changed, view), [view.task, view.checkpoint],
+                     [view.source_a.file, view.source_b.file, view.model_note], api_visibility="private")
+    view.checkpoint.change(app.model_note, [view.task, view.checkpoint], view.model_note, api_visibility="private")
+    for column in (view.source_a, view.source_b):
+        shown = [column.preview, column.info, column.dicom]
+        column.file.change(partial(app.source_changed, column), column.file, [column.window, column.frame, *shown],
+                           api_visibility="private")
+        for option in (column.window, column.frame):
+            option.input(partial(app.preview, column), [column.file, column.window, column.frame], shown,
+                         api_visibility="private")
+
+    def fuse(path_a, path_b, task, choice, *options):  # gradio passes the inputs' values by position
+        yield from app.fuse(view, path_a, path_b, task, choice, FuseOptions(**dict(zip(view.options, options))))
+
+    view.button.click(fuse, [view.source_a.file, view.source_b.file, view.task, view.checkpoint,
+                             *view.options.values()], view.outputs(), api_name="fuse", **CPU_HEAVY)
+
+
+def wire_evaluate_tab(app: FusionApp, view: EvaluateView) -> None:
+    """The evaluation (in the CPU-heavy group)."""
+    view.button.click(partial(app.evaluate, view),
+                      [view.pairs.zip, view.pairs.task, view.pairs.checkpoint, view.convention], view.outputs(),
+                      api_name="evaluate", **CPU_HEAVY)
+
+
+def wire_train_tab(app: FusionApp, view: TrainView) -> None:
+    """Start (in the CPU-heavy group), the timer's ticks while a run is followed, and stop."""
+
+    def start(zip_path, task, origin, *options):  # gradio passes the inputs' values by position
+        return app.start_training(view, zip_path, task, origin, TrainOptions(**dict(zip(view.options, options))))
+
+    view.start_button.click(start, [view.pairs.zip, view.pairs.task, view.pairs.checkpoint, *view.options.values()],
+                            view.outputs(), api_name="train", **CPU_HEAVY)
+    view.timer.tick(partial(app.training_progress, view), view.followed, view.outputs(),
+                    api_name="training_progress", show_progress="hidden")
+    view.stop_button.click(app.stop_training, view.followed, view.status, api_name="stop_training")
 
 
 def build_demo(app: FusionApp | None = None) -> gr.Blocks:
-    """The whole interface: Fuse, Evaluate, Train and About tabs over one ``FusionApp``."""
+    """The whole interface: Fuse, Evaluate, Train and About tabs over one ``FusionApp``; layout, then wiring."""
     app = app or FusionApp()
-    spec = TASKS[DEFAULT_TASK]
     with gr.Blocks(title="DGD-Fusion", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(DESCRIPTION)
-        with gr.Tab("Fuse"):
-            with gr.Row():
-                with gr.Column(scale=2):
-                    task = gr.Radio(list(TASKS), value=DEFAULT_TASK, label="Task")
-                    checkpoint = gr.Dropdown(app.models.choices(), value=AUTO, label="Checkpoint")
-                    model_note = app.model_note(DEFAULT_TASK, AUTO)
-                    with gr.Row():
-                        with gr.Column(min_width=200):
-                            source_a = _source_column(f"Source A: {spec.a}", "source-a")
-                        with gr.Column(min_width=200):
-                            source_b = _source_column(f"Source B: {spec.b}", "source-b")
-                    file_a, preview_a, info_a, dicom_a, window_a, frame_a = source_a
-                    file_b, preview_b, info_b, dicom_b, window_b, frame_b = source_b
-                    with gr.Accordion("Advanced", open=False):
-                        timesteps = gr.Textbox("5, 50, 100", label="Feature timesteps (as many as the model reads)")
-                        seed = gr.Number(0, precision=0, label="Seed of the diffusion noise")
-                        resample = gr.Checkbox(False, label="Resample B to A's size when the sizes differ (bicubic)")
-                        align = gr.Checkbox(False, label="Align B to A by phase correlation (translation only)")
-                    fuse_button = gr.Button("Fuse", variant="primary", elem_id="fuse-button")
-                    examples, labels = _examples()
-                    gr.Examples(examples, inputs=[file_a, file_b, task], example_labels=labels,
-                                cache_examples=False, examples_per_page=8, label="Example pairs")
-                with gr.Column(scale=3):
-                    fused = gr.Image(label="Fused", format="png", interactive=False, elem_id="fused-image")
-                    notes = gr.Markdown(elem_id="fuse-notes")
-                    with gr.Row():
-                        slider_a = gr.ImageSlider(label="Source A | fused", format="png", elem_id="slider-a")
-                        slider_b = gr.ImageSlider(label="Source B | fused", format="png", elem_id="slider-b")
-                    downloads = gr.File(label="Downloads: PNG, 16-bit TIFF, DICOM", file_count="multiple",
-                                        interactive=False)
-                    dicom_info = gr.Markdown()
-            metrics = gr.Markdown(elem_id="metric-table")
-            baselines = gr.Gallery(label="Classical baselines", format="png", columns=4, height=240)
-            with gr.Accordion("Inside the network", open=False, elem_id="maps"):
-                experts = gr.Plot(label="Expert weights (DFE)", show_label=False)
-                gates = gr.Plot(label="Gate maps (GFS)", show_label=False)
-                attention = gr.Plot(label="Fusion head: weight map and attention maps (GLSA)", show_label=False)
-        with gr.Tab("Evaluate"):
-            gr.Markdown("Fuse every pair of a zip with the network and the four classical baselines and score them. "
-                        "The zip holds two folders with the same file names: `ir` + `vi`, `MRI` + `CT|PET|SPECT` "
-                        "or `A` + `B`. Without a zip, the bundled examples of the task are used.")
-            with gr.Row():
-                with gr.Column(scale=1):
-                    eval_zip = gr.File(label="Zip of pairs (optional)", file_types=[".zip"], type="filepath")
-                    eval_task = gr.Dropdown(list(TASKS), value=DEFAULT_TASK, label="Task (examples and checkpoint)")
-                    eval_checkpoint = gr.Dropdown(app.models.choices(), value=AUTO, label="Checkpoint")
-                    convention = gr.Radio(list(CONVENTIONS), value="standard", label="Metric convention")
-                    eval_button = gr.Button("Evaluate", variant="primary")
-                with gr.Column(scale=3):
-                    eval_summary = gr.Markdown()
-                    eval_means = gr.Markdown()
-                    eval_chart = gr.Image(label="Means per method", format="png", interactive=False)
-                    eval_rows = gr.Dataframe(headers=["pair", "method", *METRICS], label="Per image",
-                                             interactive=False)
-                    eval_files = gr.File(label="CSV tables", file_count="multiple", interactive=False)
-        with gr.Tab("Train"):
-            gr.Markdown("Train or fine-tune the network on your own pairs (a zip as in the Evaluate tab; without "
-                        "one, the bundled examples of the task). Stage 1 trains the diffusion UNet, stage 2 the "
-                        "fusion head. The `tiny` preset makes a quick trial; real training wants a GPU and the "
-                        "command line (`python -m fusion_core train`). One run at a time.")
-            with gr.Row():
-                with gr.Column(scale=1):
-                    train_zip = gr.File(label="Zip of pairs (optional)", file_types=[".zip"], type="filepath")
-                    train_task = gr.Dropdown(list(TASKS), value=DEFAULT_TASK, label="Task (bundled examples)")
-                    stage = gr.Radio(["1", "2", "both"], value="both", label="Stage")
-                    start = gr.Dropdown([FROM_SCRATCH, *app.models.folders()], value=FROM_SCRATCH, label="Start from")
-                    preset = gr.Dropdown(sorted(PRESETS), value="tiny", label="Preset (for random weights)")
-                    with gr.Row():
-                        steps = gr.Number(20, precision=0, minimum=1, label="Steps per stage")
-                        batch = gr.Number(2, precision=0, minimum=1, label="Batch")
-                    with gr.Row():
-                        crop = gr.Number(64, precision=0, minimum=32, label="Crop (pixels)")
-                        lr = gr.Number(1e-4, label="Learning rate")
-                    with gr.Row():
-                        start_button = gr.Button("Start training", variant="primary")
-                        stop_button = gr.Button("Stop", variant="stop")
-                with gr.Column(scale=2):
-                    train_progress = gr.HTML()
-                    train_status = gr.Markdown()
-                    with gr.Row():
-                        loss_plot = gr.Plot(label="Loss")
-                        train_preview = gr.Image(label="Preview (fused with the current weights)", format="png",
-                                                 interactive=False, height=260)
-                    train_file = gr.File(label="Checkpoint (zip)", interactive=False)
-        with gr.Tab("About"):
-            gr.Markdown(app.about)
-
-        # ---- wiring
-        task.change(app.task_changed, [task, checkpoint], [file_a, file_b, model_note], api_visibility="private")
-        checkpoint.change(app.model_note, [task, checkpoint], model_note, api_visibility="private")
-        for file, window, frame, preview, info, dicom in ((file_a, window_a, frame_a, preview_a, info_a, dicom_a),
-                                                          (file_b, window_b, frame_b, preview_b, info_b, dicom_b)):
-            file.change(app.source_changed, file, [window, frame, preview, info, dicom], api_visibility="private")
-            for option in (window, frame):
-                option.input(app.preview, [file, window, frame], [preview, info, dicom], api_visibility="private")
-        fuse_button.click(
-            app.fuse,
-            [file_a, file_b, task, checkpoint, window_a, frame_a, window_b, frame_b, timesteps, seed, resample, align],
-            [fused, slider_a, slider_b, downloads, notes, dicom_info, metrics, baselines, experts, gates, attention],
-            api_name="fuse")
-        eval_button.click(app.evaluate, [eval_zip, eval_task, eval_checkpoint, convention],
-                          [eval_summary, eval_means, eval_chart, eval_rows, eval_files], api_name="evaluate")
-        start_button.click(
-            app.start_training, [train_zip, train_task, stage, steps, crop, batch, lr, preset, start],
-            [train_progress, loss_plot, train_preview, train_status, train_file, checkpoint, eval_checkpoint, start],
-            api_name="train")
-        stop_button.click(app.stop_training, None, train_status, api_name="stop_training")
+        tabs = build_tabs(app)
+        wire_fuse_tab(app, tabs.fuse)
+        wire_evaluate_tab(app, tabs.evaluate)
+        wire_train_tab(app, tabs.train)
     return demo
 
 

@@ -1,9 +1,7 @@
 """Matplotlib views of DGD-Fusion's intermediates (paper §1.2-1.3) and of a training run's losses.
 
 Figures are built with ``matplotlib.figure.Figure`` directly, never pyplot, so concurrent requests do not share
-global state. Maps come from ``FusionResult.intermediates``: "<layer>.dfe" expert weights (T, M),
-"<layer>.gfs" gate maps (T, h, w), "<layer>.gfs_activity" gate statistics (T, 3), "glsa<k>" attention maps
-(h, w) and "weight_map" the head's share of A (h, w).
+global state. Maps come from ``FusionResult.intermediates`` (``fusion_core.Intermediates``, shapes there).
 """
 
 from __future__ import annotations
@@ -11,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from fusion_core import Intermediates
 
-def expert_figure(intermediates: dict[str, np.ndarray], timesteps: tuple[int, ...]) -> Figure | None:
+
+def expert_figure(intermediates: Intermediates, timesteps: tuple[int, ...]) -> Figure | None:
     """Bar charts of the expert weights alpha (T, M) of every DFE layer, one bar group per expert."""
-    layers = [name for name in intermediates if name.endswith(".dfe")]
+    layers = list(intermediates.experts)
     if not layers:
         return None
     columns = min(4, len(layers))
@@ -22,14 +22,14 @@ def expert_figure(intermediates: dict[str, np.ndarray], timesteps: tuple[int, ..
     figure = Figure(figsize=(3.4 * columns, 2.5 * rows + 0.8), layout="constrained")
     axes = np.atleast_1d(figure.subplots(rows, columns, sharey=True)).ravel()
     for ax, name in zip(axes, layers):
-        alpha = intermediates[name]  # (T, M)
+        alpha = intermediates.experts[name]  # (T, M)
         experts = np.arange(alpha.shape[1])
         width = 0.8 / len(timesteps)
         for i, t in enumerate(timesteps):
             ax.bar(experts + (i - (len(timesteps) - 1) / 2) * width, alpha[i], width, label=f"t = {t}")
         ax.axhline(1 / alpha.shape[1], color="gray", linestyle=":", linewidth=1)
         ax.set_xticks(experts, [f"E{m + 1}" for m in experts])
-        ax.set_title(name.removesuffix(".dfe"), fontsize=10)
+        ax.set_title(name, fontsize=10)
         ax.set_ylim(0, 1)
     for ax in axes[len(layers):]:
         ax.set_visible(False)
@@ -39,19 +39,19 @@ def expert_figure(intermediates: dict[str, np.ndarray], timesteps: tuple[int, ..
     return figure
 
 
-def gate_figure(intermediates: dict[str, np.ndarray], timesteps: tuple[int, ...]) -> Figure | None:
+def gate_figure(intermediates: Intermediates, timesteps: tuple[int, ...]) -> Figure | None:
     """GFS gates: per layer, the activity statistics (bars), then the gate map (mean over channels) of every
     feature timestep, each on its own colour scale whose true range the colour bar shows."""
-    layers = [name for name in intermediates if name.endswith(".gfs")]
+    layers = list(intermediates.gates)
     if not layers:
         return None
     figure = Figure(figsize=(1.9 * len(layers) + 1.0, 1.6 * len(timesteps) + 3.0), layout="constrained")
     top, bottom = figure.subfigures(2, 1, height_ratios=[1.3, 1.6 * len(timesteps)])
-    _activity_bars(top.subplots(), intermediates, [name.removesuffix(".gfs") for name in layers])
+    _activity_bars(top.subplots(), intermediates.gate_activity, layers)
     axes = np.array(bottom.subplots(len(timesteps), len(layers), squeeze=False))
     for column, name in enumerate(layers):
         for row, t in enumerate(timesteps):
-            ax, gate = axes[row, column], intermediates[name][row]
+            ax, gate = axes[row, column], intermediates.gates[name][row]  # (h, w)
             image = ax.imshow(gate, cmap="magma", vmin=float(gate.min()), vmax=float(gate.max()))
             bar = bottom.colorbar(image, ax=ax, shrink=0.8, pad=0.02, ticks=[gate.min(), gate.max()])
             bar.ax.tick_params(labelsize=6)
@@ -59,7 +59,7 @@ def gate_figure(intermediates: dict[str, np.ndarray], timesteps: tuple[int, ...]
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(name.removesuffix(".gfs"), fontsize=9)
+                ax.set_title(name, fontsize=9)
             if column == 0:
                 ax.set_ylabel(f"t = {t}")
     bottom.suptitle("GFS gate maps g = σ(s·c), mean over channels (bright: features kept; each map on its own "
@@ -67,9 +67,9 @@ def gate_figure(intermediates: dict[str, np.ndarray], timesteps: tuple[int, ...]
     return figure
 
 
-def _activity_bars(ax, intermediates: dict[str, np.ndarray], layers: list[str]) -> None:
+def _activity_bars(ax, activity: dict[str, np.ndarray], layers: list[str]) -> None:
     """Per layer (mean over feature timesteps): the gate's spread and its share of clear decisions."""
-    stats = [intermediates.get(f"{layer}.gfs_activity") for layer in layers]
+    stats = [activity.get(layer) for layer in layers]
     if any(s is None for s in stats):
         ax.set_visible(False)
         return
@@ -85,27 +85,39 @@ def _activity_bars(ax, intermediates: dict[str, np.ndarray], layers: list[str]) 
     ax.legend(fontsize=7, ncols=3, loc="upper left")
 
 
-def attention_figure(intermediates: dict[str, np.ndarray]) -> Figure | None:
+def attention_figure(intermediates: Intermediates) -> Figure | None:
     """The fusion head's maps: the weight map (share of A in the result, when the head predicts one) and the
     GLSA channel attention M_c (mean over channels), each with its colour bar."""
-    layers = [name for name in ("weight_map", "glsa1", "glsa2") if name in intermediates]
-    if not layers:
+    weight, attention = intermediates.weight_map, intermediates.attention
+    count = len(attention) + (weight is not None)
+    if not count:
         return None
-    figure = Figure(figsize=(4.6 * len(layers), 3.6), layout="constrained")
-    for ax, name in zip(np.atleast_1d(figure.subplots(1, len(layers))), layers):
-        values = intermediates[name]
-        if name == "weight_map":  # an absolute scale: 1 all from A, 0 all from B
-            image = ax.imshow(values, cmap="coolwarm", vmin=0, vmax=1)
-            figure.colorbar(image, ax=ax, shrink=0.85, label="share of A (red) against B (blue)")
-            ax.set_title(f"weight map w_A (mean {values.mean():.2f})", fontsize=10)
-        else:
-            image = ax.imshow(values, cmap="viridis")
-            figure.colorbar(image, ax=ax, shrink=0.85, label=f"M_c ({values.min():.3f} to {values.max():.3f})")
-            ax.set_title(f"{name} (fusion stage {name.removeprefix('glsa')})", fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    figure = Figure(figsize=(4.6 * count, 3.6), layout="constrained")
+    axes = iter(np.atleast_1d(figure.subplots(1, count)))
+    if weight is not None:
+        _weight_map(figure, next(axes), weight)
+    for stage, values in attention.items():
+        _attention_map(figure, next(axes), stage, values)
     figure.suptitle("Fusion head: weight map w_A and GLSA attention maps M_c = σ(Conv1x1[F, F_global, F_local])")
     return figure
+
+
+def _weight_map(figure: Figure, ax, weight: np.ndarray) -> None:
+    """w_A (H, W) on an absolute scale: 1 all from A, 0 all from B."""
+    image = ax.imshow(weight, cmap="coolwarm", vmin=0, vmax=1)
+    figure.colorbar(image, ax=ax, shrink=0.85, label="share of A (red) against B (blue)")
+    ax.set_title(f"weight map w_A (mean {weight.mean():.2f})", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _attention_map(figure: Figure, ax, stage: str, values: np.ndarray) -> None:
+    """M_c (h, w) of one GLSA stage on its own scale, its range on the bar."""
+    image = ax.imshow(values, cmap="viridis")
+    figure.colorbar(image, ax=ax, shrink=0.85, label=f"M_c ({values.min():.3f} to {values.max():.3f})")
+    ax.set_title(f"{stage} (fusion stage {stage.removeprefix('glsa')})", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def loss_figure(history: list[dict[str, float]]) -> Figure:

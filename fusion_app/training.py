@@ -36,7 +36,6 @@ class TrainingJob:
     out_dir: Path
     steps_per_stage: int
     stages: tuple[int, ...]
-    owner: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     latest: TrainProgress | None = None
     stage_index: int = 0

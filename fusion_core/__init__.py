@@ -42,7 +42,7 @@ from .imaging import (
     write_tiff16,
 )
 from .metrics import CONVENTIONS, METRICS, PAPER_METRICS, MetricsReport, compute_metrics
-from .pipeline import FusionPipeline, FusionResult, build_pipeline
+from .pipeline import FusionPipeline, FusionResult, Intermediates, build_pipeline
 from .train import TrainProgress, TrainResult, hardware_description, setup_distributed, train
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "FusionPipeline",
     "FusionResult",
     "ImageLoadError",
+    "Intermediates",
     "LoadedImage",
     "LoadedPair",
     "LossConfig",

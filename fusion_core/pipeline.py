@@ -24,10 +24,34 @@ from .color import luma, replace_luma
 from .config import FusionConfig, FusionHeadConfig
 from .diffusion import GaussianDiffusion
 from .layers.common import crop_back, pad_to_multiple
-from .models.fusion_head import CrossLayerFusionHead
-from .models.unet import DenoisingUNet
+from .models.fusion_head import CrossLayerFusionHead, FusionHeadOutput
+from .models.unet import DenoisingUNet, UNetIntermediates
 
 DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Intermediates:
+    """The network's inner maps for one fusion: numpy, spatial maps cropped to the unpadded input area.
+
+    Layers are named as in the UNet ("down1" ... "down4", "mid", "up1" ... "up4") and in the head ("glsa1",
+    "glsa2"). T counts the feature timesteps, in the order of ``FusionResult.timesteps``; h x w is a layer's
+    resolution and H x W the input's.
+
+    Attributes:
+        experts: DFE layer -> expert weights alpha (T, M); each row sums to 1.
+        gates: GFS layer -> gate map g, mean over channels (T, h, w), in (0, 1).
+        gate_activity: GFS layer -> (mean per-channel spatial std of g, share of g < 0.2, share of g > 0.8)
+            (T, 3), see ``layers.gated.gate_activity``.
+        attention: GLSA stage -> its attention map M_c, mean over channels (h, w), in (0, 1).
+        weight_map: the head's share of A, w_A (H, W) in [0, 1]; None for an intensity head.
+    """
+
+    experts: dict[str, np.ndarray] = field(default_factory=dict)
+    gates: dict[str, np.ndarray] = field(default_factory=dict)
+    gate_activity: dict[str, np.ndarray] = field(default_factory=dict)
+    attention: dict[str, np.ndarray] = field(default_factory=dict)
+    weight_map: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -37,9 +61,8 @@ class FusionResult:
     Attributes:
         fused: uint8 (H, W, 3) when B is colour, else (H, W): exactly the input size.
         y_fused: float32 (H, W) fused luminance in [0, 1].
-        intermediates: numpy arrays by layer name: "down1.dfe" -> expert weights (T, M) per feature
-            timestep; "down1.gfs" -> gate map (T, h, w), mean over channels, in (0, 1); "glsa1" -> GLSA
-            attention map M_c (h, w), mean over channels. Empty unless asked for, and for tiled inputs.
+        intermediates: expert weights, gate maps and their activity, attention maps and the weight map
+            (``Intermediates``); None unless asked for, and for inputs fused in tiles.
         timesteps: the feature timesteps used.
         tiles: how many tiles the image was fused in (1 when untiled).
         warnings: things a user should know (random weights, intermediates skipped, ...).
@@ -47,7 +70,7 @@ class FusionResult:
 
     fused: np.ndarray
     y_fused: np.ndarray
-    intermediates: dict[str, np.ndarray] = field(default_factory=dict)
+    intermediates: Intermediates | None = None
     timesteps: tuple[int, ...] = ()
     tiles: int = 1
     warnings: tuple[str, ...] = ()
@@ -146,7 +169,7 @@ class FusionPipeline(nn.Module):
                 model was trained with (default: the config's, (5, 50, 100)).
             generator: draws the diffusion noise; default a CPU generator seeded with 0 on every call, so
                 the same input always gives the same output.
-            return_intermediates: also return expert weights, gate maps and attention maps.
+            return_intermediates: also return expert weights, gate maps, attention maps and the weight map.
         Returns:
             FusionResult; ``fused`` is RGB(Y_F, Cb_B, Cr_B) when B is colour, else gray, uint8, input size.
         """
@@ -179,7 +202,7 @@ class FusionPipeline(nn.Module):
 
     def _fuse_planes(self, y_a: np.ndarray, b_rgb: np.ndarray, timesteps: tuple[int, ...],
                      generator: torch.Generator, return_intermediates: bool
-                     ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+                     ) -> tuple[np.ndarray, Intermediates | None, int]:
         """Fuse whole, or tile by tile with ramp blending. Returns Y_F (H, W), intermediates, tile count."""
         height, width = y_a.shape
         rows = _tile_starts(height, self.tile_size, self.tile_overlap)
@@ -197,11 +220,11 @@ class FusionPipeline(nn.Module):
                              _ramp(left, left + y.shape[1], width, self.tile_overlap))
                 total[box] += y * w
                 weight[box] += w
-        return total / weight, {}, len(rows) * len(cols)
+        return total / weight, None, len(rows) * len(cols)
 
     def _fuse_tile(self, y_a: np.ndarray, b_rgb: np.ndarray, timesteps: tuple[int, ...],
                    generator: torch.Generator, return_intermediates: bool
-                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                   ) -> tuple[np.ndarray, Intermediates | None]:
         """One forward pass: Y_A (h, w), B (h, w, 3) in [0, 1] -> Y_F (h, w) and intermediates."""
         device = self.device
         a = torch.from_numpy(np.ascontiguousarray(y_a))[None, None].to(device)  # (1, 1, h, w)
@@ -213,19 +236,21 @@ class FusionPipeline(nn.Module):
         features, record = self.unet_features(x0, timesteps, generator, return_intermediates)
         t = torch.tensor([timesteps], device=device)  # (1, T)
         head = self.head(a, y_b, features, t, return_intermediates=return_intermediates)
-        record.update(head.intermediates)
         y = crop_back(head.y_fused, size)[0, 0].float().cpu().numpy()
-        return y, _crop_maps(record, size, padded.shape[-2:]) if return_intermediates else {}
+        if record is None:
+            return y, None
+        return y, _collect(record, head, size, tuple(padded.shape[-2:]))
 
     def unet_features(self, x0: torch.Tensor, timesteps: tuple[int, ...], generator: torch.Generator,
-                      return_intermediates: bool = False) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+                      return_intermediates: bool = False
+                      ) -> tuple[list[torch.Tensor], UNetIntermediates | None]:
         """Noise x0 (B, 4, H, W) to each timestep (eq. 1) and run the UNet once on all of them.
 
         All T timesteps go through the UNet as one batch of T * B. Measured on a 2-core CPU for a 640x512
         input of the ``cpu`` preset: 0.145 s batched against 0.153 s for T single-sample calls, so the
         batch (which docs/design.md §2.1 describes) stays.
-        Returns decoder features with timesteps stacked on channels, (B, T * C_i, H_i, W_i), and the
-        intermediates with a timestep axis after the batch axis, (B, T, ...).
+        Returns decoder features with timesteps stacked on channels, (B, T * C_i, H_i, W_i), and, when asked,
+        the UNet's intermediates with its batch of T * B, timestep-major: "(t b) ...".
         """
         num_t, b = len(timesteps), x0.shape[0]
         noise = torch.randn((num_t * b, *x0.shape[1:]), generator=generator, device=generator.device)
@@ -233,23 +258,34 @@ class FusionPipeline(nn.Module):
         x_t = self.diffusion.q_sample(x0.repeat(num_t, 1, 1, 1), t, noise=noise.to(x0.device))
         out = self.unet.forward_features(x_t, t, return_intermediates)
         features = [rearrange(f, "(t b) c h w -> b (t c) h w", t=num_t) for f in out.features]
-        record = {name: rearrange(v, "(t b) ... -> b t ...", t=num_t) for name, v in out.intermediates.items()}
-        return features, record
+        return features, out.intermediates
 
 
-def _crop_maps(record: dict[str, torch.Tensor], size: tuple[int, int], padded: torch.Size
-               ) -> dict[str, np.ndarray]:
-    """First sample of each intermediate, spatial maps cropped to the unpadded area, as numpy."""
-    out = {}
-    for name, value in record.items():
-        value = value[0].float().cpu()
-        if value.ndim >= 3:  # (..., 1, h, w): drop the channel axis, keep the unpadded fraction
-            value = value.squeeze(-3)
-            h = math.ceil(value.shape[-2] * size[0] / padded[0])
-            w = math.ceil(value.shape[-1] * size[1] / padded[1])
-            value = value[..., :h, :w]
-        out[name] = value.numpy()
-    return out
+def _collect(unet: UNetIntermediates, head: FusionHeadOutput, size: tuple[int, int], padded: tuple[int, int]
+             ) -> Intermediates:
+    """The maps of the first pair of the batch as numpy, spatial maps cropped to the unpadded ``size``.
+
+    The UNet's maps come timestep-major, (T * B, ...), so the first pair's are every B-th row: (T, ...).
+    """
+    batch = head.y_fused.shape[0]
+    weight = head.weight_map
+    return Intermediates(
+        experts={layer: _numpy(alpha[::batch]) for layer, alpha in unet.experts.items()},  # (T, M)
+        gates={layer: _crop(g[::batch, 0], size, padded) for layer, g in unet.gates.items()},  # (T, h, w)
+        gate_activity={layer: _numpy(v[::batch]) for layer, v in unet.gate_activity.items()},  # (T, 3)
+        attention={stage: _crop(m[0, 0], size, padded) for stage, m in head.attention.items()},  # (h, w)
+        weight_map=None if weight is None else _crop(weight[0, 0], size, padded))  # (H, W)
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.float().cpu().numpy()
+
+
+def _crop(x: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> np.ndarray:
+    """A map (..., h, w) of the padded input cut to the part that covers the unpadded ``size``, as numpy."""
+    h = math.ceil(x.shape[-2] * size[0] / padded[0])
+    w = math.ceil(x.shape[-1] * size[1] / padded[1])
+    return _numpy(x[..., :h, :w])
 
 
 def build_pipeline(config: FusionConfig) -> FusionPipeline:

@@ -24,7 +24,6 @@ from .metrics import PAPER_METRICS, compute_metrics
 from .pipeline import FusionPipeline
 
 NETWORK = "dgd"
-ACTIVITY_SUFFIX = ".gfs_activity"  # the pipeline's record of each GFS layer's gate activity (T, 3)
 
 
 @dataclass(frozen=True)
@@ -104,14 +103,18 @@ class GateReport:
 
 def measure_gates(pipeline: FusionPipeline, pairs: Sequence[tuple[np.ndarray, np.ndarray]], seed: int = 0,
                   progress: Callable[[int, int], None] | None = None) -> GateReport:
-    """Fuse each pair with its intermediates and average every GFS layer's gate activity."""
+    """Fuse each pair with its intermediates and average every GFS layer's gate activity.
+
+    Raises ValueError for a pair too large to fuse whole (tiles record no intermediates).
+    """
     sums: dict[str, np.ndarray] = {}
     for done, (a, b) in enumerate(pairs, start=1):
-        record = pipeline.fuse(a, b, generator=torch.Generator().manual_seed(seed), return_intermediates=True)
-        for name, value in record.intermediates.items():
-            if name.endswith(ACTIVITY_SUFFIX):
-                layer = name.removesuffix(ACTIVITY_SUFFIX)
-                sums[layer] = sums.get(layer, 0) + value.mean(axis=0)  # (3,): mean over timesteps
+        result = pipeline.fuse(a, b, generator=torch.Generator().manual_seed(seed), return_intermediates=True)
+        if result.intermediates is None:  # tiled fusion records no maps
+            raise ValueError(f"pair {done} was fused in {result.tiles} tiles, which record no gates; measure on "
+                             f"pairs of at most {pipeline.tile_size} pixels a side")
+        for layer, activity in result.intermediates.gate_activity.items():  # (T, 3)
+            sums[layer] = sums.get(layer, 0) + activity.mean(axis=0)  # (3,): mean over timesteps
         if progress is not None:
             progress(done, len(pairs))
     layers = {name: tuple(float(v) for v in total / len(pairs)) for name, total in sums.items()}

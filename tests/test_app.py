@@ -6,7 +6,9 @@ check the plumbing and the messages, not fusion quality. Never reads outside the
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -31,12 +33,41 @@ def fusion_app(tmp_path_factory) -> app.FusionApp:
     return app.FusionApp(ModelStore(root / "no-checkpoints", fallback_preset="tiny"), root / "work", poll_seconds=0.1)
 
 
-def fuse(fusion_app: app.FusionApp, a, b, task: str = MEDICAL, **options) -> tuple:
+@pytest.fixture(scope="module")
+def tabs(fusion_app) -> app.Tabs:
+    """The components the handlers name (in a Blocks that is never launched)."""
+    with gr.Blocks():
+        return app.build_tabs(fusion_app)
+
+
+def fuse(fusion_app: app.FusionApp, tabs: app.Tabs, a, b, task: str = MEDICAL, choice: str = AUTO,
+         **options) -> dict:
     """The last (complete) output of the fuse handler."""
-    values = {"path_a": a and str(a), "path_b": b and str(b), "task": task, "choice": AUTO,
-              "window_a": app.DEFAULT_WINDOW, "frame_a": 0, "window_b": app.DEFAULT_WINDOW, "frame_b": 0,
-              "timesteps": "5, 50, 100", "seed": 0, "resample": False, "align": False, **options}
-    return list(fusion_app.fuse(**values))[-1]
+    outputs = list(fusion_app.fuse(tabs.fuse, a and str(a), b and str(b), task, choice, app.FuseOptions(**options)))
+    assert len(outputs) == 2 and outputs[0][tabs.fuse.metrics].startswith("Scoring")  # the image comes first
+    return outputs[-1]
+
+
+def train(fusion_app: app.FusionApp, tabs: app.Tabs, start: str = app.FROM_SCRATCH, **options) -> dict:
+    """Start a run from the bundled MRI + CT examples, in the tiny preset unless told otherwise."""
+    options = {"preset": "tiny", **options}
+    return fusion_app.start_training(tabs.train, None, MEDICAL, start, app.TrainOptions(**options))
+
+
+def follow(fusion_app: app.FusionApp, tabs: app.Tabs, started: dict) -> dict:
+    """Tick the Train tab's timer, as the browser does, until it is stopped; the last tick's outputs, with the
+    session's state as it then stands."""
+    view, followed = tabs.train, started[tabs.train.followed]
+    assert started[view.timer].active
+    for _ in range(1200):
+        ticked = fusion_app.training_progress(view, followed)
+        followed = ticked.get(view.followed, followed)
+        if view.timer in ticked:  # written only to stop it
+            assert not ticked[view.timer].active
+            return ticked | {view.followed: followed}
+        assert "Training" in ticked[view.status] or "Stopping" in ticked[view.status]
+        time.sleep(0.1)
+    raise AssertionError("the run did not end")
 
 
 def zip_of(path: Path, entries: dict[str, bytes]) -> Path:
@@ -64,11 +95,31 @@ def test_build_demo_constructs_without_loading_a_model(tmp_path):
     assert store._cache == {}  # lazily: the first fusion loads the pipeline
 
 
+def test_fuse_and_train_options_have_one_control_each(tabs):
+    assert list(tabs.fuse.options) == [f.name for f in dataclasses.fields(app.FuseOptions)]
+    assert list(tabs.train.options) == [f.name for f in dataclasses.fields(app.TrainOptions)]
+    for view, defaults in ((tabs.fuse, app.FuseOptions()), (tabs.train, app.TrainOptions())):
+        assert {name: control.value for name, control in view.options.items()} == dataclasses.asdict(defaults)
+
+
+def test_cpu_heavy_events_share_one_concurrency_group_and_progress_ticks(tmp_path):
+    demo = app.build_demo(app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work"))
+    events = {d.api_name: d for d in demo.fns.values()}
+    assert {(events[n].concurrency_id, events[n].concurrency_limit) for n in ("fuse", "evaluate", "train")} == {
+        ("cpu-heavy", 1)}
+    assert events["training_progress"].concurrency_id != "cpu-heavy"
+    timers = [block for block in demo.blocks.values() if isinstance(block, gr.Timer)]
+    assert len(timers) == 1 and not timers[0].active  # ticks only while a run is followed
+    assert events["training_progress"].targets == [(timers[0]._id, "tick")]
+
+
 @pytest.mark.parametrize("task", list(TASKS))
-def test_fuses_an_example_of_each_task(fusion_app, task):
-    pair = EXAMPLES[task]
-    fused, slider_a, slider_b, downloads, notes, dicom, table, baselines, experts, gates, attention = fuse(
-        fusion_app, pair.a, pair.b, task)
+def test_fuses_an_example_of_each_task(fusion_app, tabs, task):
+    pair, view = EXAMPLES[task], tabs.fuse
+    out = fuse(fusion_app, tabs, pair.a, pair.b, task)
+    fused, downloads, notes, table = out[view.fused], out[view.downloads], out[view.notes], out[view.metrics]
+    slider_a, slider_b, dicom = out[view.slider_a], out[view.slider_b], out[view.dicom_info]
+    baselines = out[view.baselines]
     b = read_image(pair.b).pixels
     assert fused.dtype == np.uint8 and fused.shape == (b.shape if b.ndim == 3 else b.shape[:2])
     assert slider_a[1] is fused and slider_b[0].shape[:2] == fused.shape[:2]
@@ -77,21 +128,40 @@ def test_fuses_an_example_of_each_task(fusion_app, task):
     assert "random weights" in notes
     assert "Metric convention: standard" in table and "| DGD-Fusion |" in table and "**" in table
     assert [name for _, name in baselines] == ["average", "max", "laplacian", "guided_filter"]
-    assert experts is not None and gates is not None and attention is not None
+    assert all(out[plot] is not None for plot in (view.experts, view.gates, view.attention))
 
 
-def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tmp_path):
+def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tabs, tmp_path):
     pair = EXAMPLES[MEDICAL]
     paths = []
     for source, modality in ((pair.a, "MR"), (pair.b, "CT")):
         paths.append(tmp_path / f"{modality}.dcm")
         write_dicom_secondary_capture(paths[-1], read_image(source).pixels, modality_hint=modality)
-    preview, info, group = fusion_app.preview(str(paths[0]), app.DEFAULT_WINDOW, 0)
-    assert preview.shape == (256, 256) and info.startswith("DICOM MR") and group.visible
-    outputs = fuse(fusion_app, *paths, window_b="bone (W 2000, L 500)")
-    assert Path(outputs[3][-1]).suffix == ".dcm" and read_image(outputs[3][-1]).dicom is not None
-    assert "DICOM inputs" in outputs[5] and "| modality | MR | CT |" in outputs[5]
-    assert "Anonymous" not in outputs[5] and "preset bone" in outputs[5]
+    column = tabs.fuse.source_a
+    shown = fusion_app.preview(column, str(paths[0]), app.DEFAULT_WINDOW, 0)
+    assert shown[column.preview].shape == (256, 256) and shown[column.info].startswith("DICOM MR")
+    assert shown[column.dicom].visible
+    out = fuse(fusion_app, tabs, *paths, window_b="bone (W 2000, L 500)")
+    downloads, summary = out[tabs.fuse.downloads], out[tabs.fuse.dicom_info]
+    assert Path(downloads[-1]).suffix == ".dcm" and read_image(downloads[-1]).dicom is not None
+    assert "DICOM inputs" in summary and "| modality | MR | CT |" in summary
+    assert "Anonymous" not in summary and "preset bone" in summary
+
+
+def test_a_new_upload_resets_its_dicom_options_and_shows_its_preview(fusion_app, tabs):
+    column = tabs.fuse.source_b
+    shown = fusion_app.source_changed(column, str(EXAMPLES[MEDICAL].b))
+    assert shown[column.window]["value"] == app.DEFAULT_WINDOW and shown[column.frame]["value"] == 0
+    assert shown[column.preview].shape == (256, 256) and not shown[column.dicom].visible
+    cleared = fusion_app.source_changed(column, None)
+    assert cleared[column.preview] is None and cleared[column.info] == ""
+
+
+def test_the_source_labels_follow_the_task(fusion_app, tabs):
+    shown = fusion_app.task_changed(tabs.fuse, "MRI + PET", AUTO)
+    assert shown[tabs.fuse.source_a.file].label == "Source A: MRI"
+    assert shown[tabs.fuse.source_b.file].label == "Source B: PET"
+    assert "warning-note" in shown[tabs.fuse.model_note].elem_classes  # no checkpoint: random weights
 
 
 @pytest.mark.parametrize("make, message", [
@@ -100,34 +170,38 @@ def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tmp_path):
     (lambda d: d / "notes.txt", "not a recognised image"),
     (lambda d: d / "broken.dcm", "DICOM"),
 ])
-def test_bad_uploads_give_a_clear_message(fusion_app, tmp_path, make, message):
+def test_bad_uploads_give_a_clear_message(fusion_app, tabs, tmp_path, make, message):
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("these are not pixels\n")
     (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff")
     with pytest.raises(gr.Error, match=message):
-        fuse(fusion_app, make(tmp_path), EXAMPLES[MEDICAL].b)
+        fuse(fusion_app, tabs, make(tmp_path), EXAMPLES[MEDICAL].b)
 
 
-def test_bad_preview_warns_and_keeps_working(fusion_app, tmp_path):
+def test_bad_preview_warns_and_keeps_working(fusion_app, tabs, tmp_path):
+    column = tabs.fuse.source_a
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.warns(UserWarning, match="not a recognised image"):
-        preview, info, _ = fusion_app.preview(str(tmp_path / "notes.txt"), app.DEFAULT_WINDOW, 0)
-    assert preview is None and "not a recognised image" in info
-    assert fusion_app.preview(str(EXAMPLES[MEDICAL].a), app.DEFAULT_WINDOW, 0)[0].shape == (256, 256)
+        shown = fusion_app.preview(column, str(tmp_path / "notes.txt"), app.DEFAULT_WINDOW, 0)
+    assert shown[column.preview] is None and "not a recognised image" in shown[column.info]
+    assert column.dicom not in shown  # the DICOM options stay as they were
+    shown = fusion_app.preview(column, str(EXAMPLES[MEDICAL].a), app.DEFAULT_WINDOW, 0)
+    assert shown[column.preview].shape == (256, 256)
 
 
-def test_size_mismatch_asks_for_resampling_then_resamples(fusion_app):
+def test_size_mismatch_asks_for_resampling_then_resamples(fusion_app, tabs):
     ivf, medical = EXAMPLES["Infrared + visible"], EXAMPLES[MEDICAL]
     with pytest.raises(gr.Error, match="Resample B to A"):
-        fuse(fusion_app, medical.a, ivf.b)
-    outputs = fuse(fusion_app, medical.a, ivf.b, resample=True, align=True)
-    assert outputs[0].shape == (256, 256, 3) and "resized" in outputs[4] and "shifted" in outputs[4]
+        fuse(fusion_app, tabs, medical.a, ivf.b)
+    out = fuse(fusion_app, tabs, medical.a, ivf.b, resample=True, align=True)
+    notes = out[tabs.fuse.notes]
+    assert out[tabs.fuse.fused].shape == (256, 256, 3) and "resized" in notes and "shifted" in notes
 
 
 @pytest.mark.parametrize("timesteps, message", [("five", "whole numbers"), ("5, 50", "reads 3 feature timesteps")])
-def test_bad_timesteps_give_a_clear_message(fusion_app, timesteps, message):
+def test_bad_timesteps_give_a_clear_message(fusion_app, tabs, timesteps, message):
     with pytest.raises(gr.Error, match=message):
-        fuse(fusion_app, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b, timesteps=timesteps)
+        fuse(fusion_app, tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b, timesteps=timesteps)
 
 
 @pytest.mark.parametrize("entries, message", [
@@ -158,45 +232,70 @@ def test_symlinks_and_non_zips_are_refused(tmp_path):
         unpack_zip(str(tmp_path / "fake.zip"), tmp_path / "out")
 
 
-def test_evaluates_the_bundled_examples(fusion_app):
-    summary, means, chart, rows, files = fusion_app.evaluate(None, MEDICAL, AUTO, "standard", lambda *a, **k: None)
-    assert "2 pairs" in summary and "random weights" in summary
-    assert "| DGD-Fusion |" in means and "Metric convention: standard" in means
-    assert len(rows) == 2 * 5 and Path(chart).is_file() and all(Path(f).suffix == ".csv" for f in files)
+def test_evaluates_the_bundled_examples(fusion_app, tabs):
+    view = tabs.evaluate
+    out = fusion_app.evaluate(view, None, MEDICAL, AUTO, "standard", lambda *a, **k: None)
+    assert set(out) == set(view.outputs())
+    assert "2 pairs" in out[view.summary] and "random weights" in out[view.summary]
+    assert "| DGD-Fusion |" in out[view.means] and "Metric convention: standard" in out[view.means]
+    assert len(out[view.rows]) == 2 * 5 and Path(out[view.chart]).is_file()
+    assert all(Path(f).suffix == ".csv" for f in out[view.files])
 
 
-def test_evaluates_an_uploaded_zip_and_refuses_zip_slip(fusion_app, tmp_path):
+def test_evaluates_an_uploaded_zip_and_refuses_zip_slip(fusion_app, tabs, tmp_path):
     archive = pair_zip(tmp_path / "pairs.zip", top="my pairs/")
-    summary, *_ = fusion_app.evaluate(str(archive), MEDICAL, RANDOM, "standard", lambda *a, **k: None)
-    assert "2 pairs" in summary and "uploaded zip" in summary
+    out = fusion_app.evaluate(tabs.evaluate, str(archive), MEDICAL, RANDOM, "standard", lambda *a, **k: None)
+    assert "2 pairs" in out[tabs.evaluate.summary] and "uploaded zip" in out[tabs.evaluate.summary]
     with pytest.raises(gr.Error, match="The zip was refused"):
-        fusion_app.evaluate(str(zip_of(tmp_path / "evil.zip", {"../x.png": b"x"})), MEDICAL, AUTO, "standard")
+        fusion_app.evaluate(tabs.evaluate, str(zip_of(tmp_path / "evil.zip", {"../x.png": b"x"})), MEDICAL, AUTO,
+                            "standard")
 
 
-def test_training_makes_a_selectable_checkpoint(fusion_app):
-    outputs = list(fusion_app.start_training(None, MEDICAL, "both", 1, 64, 1, 1e-3, "tiny", app.FROM_SCRATCH))
-    progress, curve, preview, status, checkpoint_zip, fuse_menu, eval_menu, start_menu = outputs[-1]
+def test_training_makes_a_selectable_checkpoint(fusion_app, tabs):
+    view = tabs.train
+    started = train(fusion_app, tabs, stage="both", steps=1, batch=1, lr=1e-3)
+    assert "Training" in started[view.status] and started[view.checkpoint_file] is None
+    ended = follow(fusion_app, tabs, started)
+    status, progress = ended[view.status], ended[view.progress]
     assert "finished at step 2 of 2" in status and 'value="2" max="2"' in progress
     name = status.split("**")[1]
-    assert name in [value for _, value in fuse_menu.choices] and name in [v for _, v in start_menu.choices]
-    assert f"{name}/model.safetensors" in zipfile.ZipFile(checkpoint_zip).namelist()
-    notes = fuse(fusion_app, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b, choice=name)[4]
+    for menu in (*view.checkpoint_menus, view.pairs.checkpoint):
+        assert name in [value for _, value in ended[menu].choices]
+    assert f"{name}/model.safetensors" in zipfile.ZipFile(ended[view.checkpoint_file]).namelist()
+    notes = fuse(fusion_app, tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b, choice=name)[tabs.fuse.notes]
     assert f"by **{name}**" in notes and "random weights" not in notes
 
 
-def test_one_training_at_a_time_and_stop(fusion_app):
-    first = fusion_app.start_training(None, MEDICAL, "1", 500, 64, 1, 1e-4, "tiny", app.FROM_SCRATCH)
-    next(first)
+def test_progress_sends_the_loss_curve_only_when_it_has_new_points(fusion_app, tabs):
+    view = tabs.train
+    ended = follow(fusion_app, tabs, train(fusion_app, tabs, stage="1", steps=2, batch=1))
+    followed = ended[view.followed]
+    assert followed.shown == len(fusion_app.runs[followed.name].history) >= 2  # every step drawn by the end
+    again = fusion_app.training_progress(view, followed)
+    assert view.loss_plot not in again and view.followed not in again and "finished" in again[view.status]
+    redrawn = fusion_app.training_progress(view, dataclasses.replace(followed, shown=-1))
+    assert redrawn[view.loss_plot] is not None and redrawn[view.followed].shown == 2
+
+
+def test_one_training_at_a_time_and_stop(fusion_app, tabs):
+    started = train(fusion_app, tabs, stage="1", steps=500, batch=1)
     with pytest.raises(gr.Error, match="already in progress"):
-        next(fusion_app.start_training(None, MEDICAL, "1", 1, 64, 1, 1e-4, "tiny", app.FROM_SCRATCH))
-    assert "Stopping" in fusion_app.stop_training()
-    assert "was stopped" in list(first)[-1][3]
-    assert "No training run" in fusion_app.stop_training()
+        train(fusion_app, tabs, stage="1", steps=1, batch=1)
+    with pytest.raises(gr.Error, match="another session"):
+        fusion_app.stop_training(None)
+    assert "Stopping" in fusion_app.stop_training(started[tabs.train.followed])
+    assert "was stopped" in follow(fusion_app, tabs, started)[tabs.train.status]
+    assert "No training run" in fusion_app.stop_training(started[tabs.train.followed])
 
 
-def test_training_options_are_checked(fusion_app):
+def test_a_session_that_started_nothing_follows_nothing(fusion_app, tabs):
+    ticked = fusion_app.training_progress(tabs.train, None)
+    assert not ticked[tabs.train.timer].active and "No training run" in ticked[tabs.train.status]
+
+
+def test_training_options_are_checked(fusion_app, tabs):
     with pytest.raises(gr.Error, match="multiple of 64"):
-        next(fusion_app.start_training(None, MEDICAL, "1", 1, 50, 1, 1e-4, "tiny", app.FROM_SCRATCH))
+        train(fusion_app, tabs, stage="1", steps=1, crop=50, batch=1)
 
 
 # ---------------------------------------------------------------------------------------------- launched
@@ -231,8 +330,14 @@ def test_api_reports_a_bad_upload(client, tmp_path):
                        AUTO, app.DEFAULT_WINDOW, 0, app.DEFAULT_WINDOW, 0, "", 0, False, False, api_name="/fuse")
 
 
-def test_api_evaluates_and_trains(client):
+def test_api_evaluates_then_trains_and_follows_the_run(client):
     summary, means, *_ = client.predict(None, "MRI + PET", AUTO, "standard", api_name="/evaluate")
     assert "2 pairs" in summary and "| DGD-Fusion |" in means
-    outputs = client.predict(None, MEDICAL, "2", 1, 64, 1, 1e-4, "tiny", app.FROM_SCRATCH, api_name="/train")
-    assert "finished at step 1 of 1" in outputs[3] and outputs[4].endswith(".zip")
+    started = client.predict(None, MEDICAL, app.FROM_SCRATCH, "tiny", "2", 1, 1, 64, 1e-4, api_name="/train")
+    assert started[1] == "Training…"
+    for _ in range(600):  # the client's session holds the run it started, as a browser tab's does
+        progress, status, _, _, checkpoint_zip, *_ = client.predict(api_name="/training_progress")
+        if status != "Training…":
+            break
+        time.sleep(0.2)
+    assert "finished at step 1 of 1" in status and checkpoint_zip.endswith(".zip")

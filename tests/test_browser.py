@@ -90,3 +90,18 @@ def test_fuse_an_example_and_a_dicom_pair_in_chromium(url, tmp_path, record_prop
         browser.close()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(tmp_path / "app.png", SCREENSHOT)
+
+
+def test_a_training_run_is_followed_to_its_checkpoint_in_chromium(url):
+    """The Train tab's timer polls the run: its progress, then its end and its checkpoint, come back unasked."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.get_by_role("tab", name="Train").click()
+        page.get_by_label("Steps per stage").fill("1")
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("finished at step 2 of 2")).to_be_visible(timeout=SLOW)
+        expect(page.locator(".train-progress progress")).to_have_attribute("value", "2")
+        expect(page.get_by_text(".zip").first).to_be_visible()
+        browser.close()

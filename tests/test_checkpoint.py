@@ -54,8 +54,11 @@ def test_loaded_pipeline_fuses_bit_identically(saved, tiny_pipeline, rng):
     after = load_pipeline(saved).fuse(a, b, return_intermediates=True)
     assert np.array_equal(before.fused, after.fused)
     assert np.array_equal(before.y_fused, after.y_fused)
-    assert before.intermediates.keys() == after.intermediates.keys()
-    assert all(np.array_equal(before.intermediates[k], after.intermediates[k]) for k in before.intermediates)
+    for kind in ("experts", "gates", "gate_activity", "attention"):
+        maps, restored = getattr(before.intermediates, kind), getattr(after.intermediates, kind)
+        assert maps and maps.keys() == restored.keys(), kind
+        assert all(np.array_equal(maps[layer], restored[layer]) for layer in maps), kind
+    assert np.array_equal(before.intermediates.weight_map, after.intermediates.weight_map)
     assert after.warnings == ()
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusion_app.figures import attention_figure, gate_figure
+from fusion_app.figures import attention_figure, expert_figure, gate_figure
+from fusion_core import Intermediates
 
 
-def _maps(rng):
-    return {
-        "down1.gfs": rng.uniform(0.40, 0.60, (2, 8, 10)),
-        "down1.gfs_activity": np.array([[0.12, 0.05, 0.07], [0.10, 0.04, 0.06]]),
-        "mid.gfs": rng.uniform(0.49, 0.51, (2, 4, 5)),
-        "mid.gfs_activity": np.array([[0.01, 0.0, 0.0], [0.01, 0.0, 0.0]]),
-        "glsa1": rng.uniform(0.3, 0.7, (8, 10)),
-        "weight_map": rng.uniform(0, 1, (16, 20)),
-    }
+def _maps(rng) -> Intermediates:
+    return Intermediates(
+        gates={"down1": rng.uniform(0.40, 0.60, (2, 8, 10)), "mid": rng.uniform(0.49, 0.51, (2, 4, 5))},
+        gate_activity={"down1": np.array([[0.12, 0.05, 0.07], [0.10, 0.04, 0.06]]),
+                       "mid": np.array([[0.01, 0.0, 0.0], [0.01, 0.0, 0.0]])},
+        attention={"glsa1": rng.uniform(0.3, 0.7, (8, 10))},
+        weight_map=rng.uniform(0, 1, (16, 20)),
+    )
 
 
 def test_each_gate_map_has_its_own_scale_with_its_true_range(rng):
@@ -25,10 +25,10 @@ def test_each_gate_map_has_its_own_scale_with_its_true_range(rng):
     assert len(images) == 4  # two layers x two timesteps
     ranges = sorted((round(float(i.norm.vmin), 6), round(float(i.norm.vmax), 6)) for i in images)
     expected = sorted((round(float(m.min()), 6), round(float(m.max()), 6))
-                      for name in ("down1.gfs", "mid.gfs") for m in maps[name])
+                      for layer in ("down1", "mid") for m in maps.gates[layer])
     assert ranges == expected
     labels = {t.get_text() for ax in figure.axes for t in ax.get_yticklabels()}
-    assert f"{maps['mid.gfs'][0].min():.2f}" in labels and f"{maps['down1.gfs'][1].max():.2f}" in labels
+    assert f"{maps.gates['mid'][0].min():.2f}" in labels and f"{maps.gates['down1'][1].max():.2f}" in labels
 
 
 def test_gate_figure_draws_the_activity_of_each_layer(rng):
@@ -47,5 +47,14 @@ def test_head_figure_shows_the_weight_map_on_an_absolute_scale(rng):
     assert (weight.norm.vmin, weight.norm.vmax) == (0, 1)
 
 
+def test_head_figure_without_a_weight_map_shows_the_attention_alone(rng):
+    figure = attention_figure(Intermediates(attention={"glsa1": rng.uniform(0, 1, (4, 5)),
+                                                       "glsa2": rng.uniform(0, 1, (4, 5))}))
+    titles = [ax.get_title() for ax in figure.axes if ax.get_images()]
+    assert titles == ["glsa1 (fusion stage 1)", "glsa2 (fusion stage 2)"]
+
+
 def test_no_maps_no_figures():
-    assert gate_figure({}, (5,)) is None and attention_figure({}) is None
+    empty = Intermediates()
+    assert gate_figure(empty, (5,)) is None and attention_figure(empty) is None
+    assert expert_figure(empty, (5,)) is None

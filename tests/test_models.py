@@ -73,7 +73,7 @@ def test_unet_shapes_and_no_nan(name):
     assert torch.isfinite(out.eps).all()
     assert [tuple(f.shape) for f in out.features] == decoder_shapes(unet.config, 2, SIZE)
     assert all(torch.isfinite(f).all() for f in out.features)
-    assert out.intermediates == {}
+    assert out.intermediates is None
 
 
 @pytest.mark.parametrize("name", ALL_PRESETS)
@@ -103,14 +103,11 @@ def test_intermediates_follow_the_module_switches(name):
     with torch.no_grad():
         record = unet.forward_features(torch.zeros(1, 4, SIZE, SIZE), torch.tensor([5]), True).intermediates
     stages = [f"{side}{i}" for side in ("down", "up") for i in range(1, 5)]
-    expected = set()
-    if unet.config.use_dfe:
-        expected |= {f"{s}.dfe" for s in stages}
-    if unet.config.use_gfs:
-        expected |= {f"{s}.{kind}" for s in (*stages, "mid") for kind in ("gfs", "gfs_activity")}
-    assert set(record) == expected
-    for key in (k for k in record if k.endswith("gfs_activity")):
-        assert record[key].shape == (1, 3) and ((record[key] >= 0) & (record[key] <= 1)).all(), key
+    assert set(record.experts) == (set(stages) if unet.config.use_dfe else set())
+    gated = {*stages, "mid"} if unet.config.use_gfs else set()
+    assert set(record.gates) == set(record.gate_activity) == gated
+    for layer, activity in record.gate_activity.items():
+        assert activity.shape == (1, 3) and ((activity >= 0) & (activity <= 1)).all(), layer
 
 
 @pytest.mark.parametrize("name", ["ALL", "DFE_3", "DFE_5"])
@@ -119,14 +116,14 @@ def test_expert_weights_sum_to_one_and_change_with_the_timestep(name):
     x_t = torch.randn(1, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(3)).repeat(2, 1, 1, 1)
     with torch.no_grad():
         record = unet.forward_features(x_t, torch.tensor([5, 900]), return_intermediates=True).intermediates
-    alphas = {k: v for k, v in record.items() if k.endswith(".dfe")}
+    alphas = record.experts
     assert len(alphas) == 8
     for key, alpha in alphas.items():
         assert alpha.shape == (2, unet.config.num_experts), key
         assert (alpha > 0).all(), key
         torch.testing.assert_close(alpha.sum(-1), torch.ones(2))
     # same x_t, different timesteps: the time term of the gate must move the mixture
-    assert (alphas["down1.dfe"][0] - alphas["down1.dfe"][1]).abs().max() > 1e-4
+    assert (alphas["down1"][0] - alphas["down1"][1]).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("name", ["ALL", "DFE+GCFS", "GCFS+GLSA"])
@@ -135,13 +132,13 @@ def test_gfs_gates_lie_in_the_open_unit_interval(name):
     x_t = torch.randn(2, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(4)) * 3
     with torch.no_grad():
         record = unet.forward_features(x_t, torch.tensor([0, 999]), return_intermediates=True).intermediates
-    gates = {k: v for k, v in record.items() if k.endswith(".gfs")}
+    gates = record.gates
     assert len(gates) == 9
     for key, gate in gates.items():
         assert gate.ndim == 4 and gate.shape[:2] == (2, 1), key
         assert ((gate > 0) & (gate < 1)).all(), key
-    assert gates["down1.gfs"].shape[-2:] == (SIZE // 2, SIZE // 2)
-    assert gates["mid.gfs"].shape[-2:] == (1, 1)
+    assert gates["down1"].shape[-2:] == (SIZE // 2, SIZE // 2)
+    assert gates["mid"].shape[-2:] == (1, 1)
 
 
 @pytest.mark.parametrize("name", ALL_PRESETS)
@@ -155,15 +152,15 @@ def test_head_shapes_range_and_no_nan(name):
     assert torch.isfinite(out.y_fused).all()
     assert ((out.y_fused >= 0) & (out.y_fused <= 1)).all()
     s = head.config.head_downsample
-    weight = out.intermediates.pop("weight_map")
+    weight = out.weight_map
     assert weight.shape == (2, 1, SIZE, SIZE) and ((weight >= 0) & (weight <= 1)).all()
     if head.config.use_glsa:
-        assert set(out.intermediates) == {"glsa1", "glsa2"}
-        for m_c in out.intermediates.values():
+        assert set(out.attention) == {"glsa1", "glsa2"}
+        for m_c in out.attention.values():
             assert m_c.shape == (2, 1, SIZE // s, SIZE // s)
             assert ((m_c > 0) & (m_c < 1)).all()
     else:
-        assert out.intermediates == {}
+        assert out.attention == {}
 
 
 def randomise_last_conv(head, generator, scale=0.5):
@@ -181,7 +178,7 @@ def test_untrained_weight_map_head_gives_the_average():
     with torch.no_grad():
         out = head(a, y_b, random_features("ALL", 2, SIZE, g), TIMESTEPS, return_intermediates=True)
     torch.testing.assert_close(out.y_fused, (a + y_b) / 2)
-    torch.testing.assert_close(out.intermediates["weight_map"], torch.full_like(a, 0.5))
+    torch.testing.assert_close(out.weight_map, torch.full_like(a, 0.5))
 
 
 def test_weight_map_shares_sum_to_one_and_the_detail_is_bounded():
@@ -191,7 +188,7 @@ def test_weight_map_shares_sum_to_one_and_the_detail_is_bounded():
     a, y_b = torch.rand(2, 1, SIZE, SIZE, generator=g), torch.rand(2, 1, SIZE, SIZE, generator=g)
     with torch.no_grad():
         out = head(a, y_b, random_features("ALL", 2, SIZE, g), TIMESTEPS, return_intermediates=True)
-    w = out.intermediates["weight_map"]
+    w = out.weight_map
     assert (w - 0.5).abs().mean() > 0.05  # no longer the initial 0.5
     base = w * a + (1 - w) * y_b  # B's share is what A's leaves: the two shares sum to one
     detail = out.y_fused - base
@@ -209,7 +206,8 @@ def test_intensity_head_predicts_the_fused_image_directly():
     a = torch.rand(1, 1, SIZE, SIZE, generator=g)
     with torch.no_grad():
         out = head(a, a, random_features("ALL", 1, SIZE, g), TIMESTEPS[:1], return_intermediates=True)
-    assert head.reconstruct[-1].out_channels == 1 and "weight_map" not in out.intermediates
+    assert head.reconstruct[-1].out_channels == 1 and out.weight_map is None
+    assert set(out.attention) == {"glsa1", "glsa2"}
     assert ((out.y_fused > 0) & (out.y_fused < 1)).all()
 
 
@@ -219,7 +217,7 @@ def test_head_records_nothing_unless_asked():
     a = torch.rand(2, 1, SIZE, SIZE, generator=g)
     with torch.no_grad():
         out = head(a, a, random_features("ALL", 2, SIZE, g), TIMESTEPS)
-    assert out.intermediates == {}
+    assert out.attention == {} and out.weight_map is None
 
 
 def test_head_resizes_features_to_a_source_of_another_size():

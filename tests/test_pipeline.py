@@ -101,28 +101,28 @@ def test_intermediates_when_asked(tiny_pipeline, rng):
     a, b = make_pair(rng, 37, 53)
     record = tiny_pipeline.fuse(a, b, return_intermediates=True).intermediates
     num_t, experts = 3, tiny_pipeline.config.unet.num_experts
-    assert set(record) == ({f"{s}.dfe" for s in STAGES} | {f"{s}.{k}" for s in (*STAGES, "mid") for k in
-                                                            ("gfs", "gfs_activity")}
-                           | {"glsa1", "glsa2", "weight_map"})
-    assert record["weight_map"].shape == (37, 53)  # the head's map is at full resolution
-    assert record["mid.gfs_activity"].shape == (num_t, 3)
+    assert set(record.experts) == set(STAGES)
+    assert set(record.gates) == set(record.gate_activity) == {*STAGES, "mid"}
+    assert set(record.attention) == {"glsa1", "glsa2"}
+    assert record.weight_map.shape == (37, 53)  # the head's map is at full resolution
+    assert record.gate_activity["mid"].shape == (num_t, 3)
     for stage in STAGES:
-        alpha = record[f"{stage}.dfe"]
+        alpha = record.experts[stage]
         assert alpha.shape == (num_t, experts)
         np.testing.assert_allclose(alpha.sum(-1), 1, rtol=0, atol=1e-5)
-        gate = record[f"{stage}.gfs"]
+        gate = record.gates[stage]
         assert gate.ndim == 3 and gate.shape[0] == num_t
         assert ((gate > 0) & (gate < 1)).all()
     # 37x53 is padded to 64x64; the UNet's first stage runs at 32x32, cropped to the unpadded 19x27
-    assert record["down1.gfs"].shape == (num_t, 19, 27)
-    for name in ("glsa1", "glsa2"):
-        assert record[name].shape == (19, 27)
-        assert ((record[name] > 0) & (record[name] < 1)).all()
+    assert record.gates["down1"].shape == (num_t, 19, 27)
+    for m_c in record.attention.values():
+        assert m_c.shape == (19, 27)
+        assert ((m_c > 0) & (m_c < 1)).all()
 
 
 def test_no_intermediates_unless_asked(tiny_pipeline, rng):
     a, b = make_pair(rng, 32, 32)
-    assert tiny_pipeline.fuse(a, b).intermediates == {}
+    assert tiny_pipeline.fuse(a, b).intermediates is None
 
 
 def test_intermediates_do_not_change_the_output(tiny_pipeline, rng):
@@ -139,7 +139,7 @@ def test_tiled_fusion_is_close_to_untiled(tiny_pipeline, rng):
     tiled = tiny_pipeline.fuse(a, b, return_intermediates=True)
     assert tiled.tiles == 12 and whole.tiles == 1
     assert tiled.fused.shape == (70, 90, 3) and tiled.y_fused.shape == (70, 90)
-    assert tiled.intermediates == {} and any("tiles" in w for w in tiled.warnings)
+    assert tiled.intermediates is None and any("tiles" in w for w in tiled.warnings)
     # Not equal: each tile draws its own noise and sees only its own context (norm statistics, pooled
     # global context, channel attention), so a loose bound of a few grey levels at worst (an image corner,
     # where a tile's context differs most) and well under one on average.
@@ -154,7 +154,7 @@ def test_tiles_are_placed_and_blended_exactly(tiny_pipeline, rng, monkeypatch):
 
     def echo(y_a, b_rgb, timesteps, generator, return_intermediates):
         tiles.append(y_a.shape)
-        return y_a.copy(), {}
+        return y_a.copy(), None
 
     monkeypatch.setattr(tiny_pipeline, "_fuse_tile", echo)
     tiny_pipeline.tile_size, tiny_pipeline.tile_overlap = 32, 8
@@ -169,7 +169,7 @@ def test_tile_edges_are_ramped_not_cut(tiny_pipeline, rng, monkeypatch):
     count = iter(range(100))
 
     def alternate(y_a, b_rgb, timesteps, generator, return_intermediates):
-        return np.full(y_a.shape, next(count) % 2, dtype=np.float32), {}
+        return np.full(y_a.shape, next(count) % 2, dtype=np.float32), None
 
     monkeypatch.setattr(tiny_pipeline, "_fuse_tile", alternate)
     tiny_pipeline.tile_size, tiny_pipeline.tile_overlap = 32, 8

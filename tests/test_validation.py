@@ -93,7 +93,13 @@ def test_gate_report_averages_each_layers_activity_over_pairs_and_timesteps(tiny
     report = measure_gates(tiny_pipeline, pairs)
     per_pair = [tiny_pipeline.fuse(a, b, return_intermediates=True).intermediates for a, b in pairs]
     assert report.pairs == 2 and len(report.layers) == 9  # four down, the middle, four up
-    expected = (per_pair[0]["up4.gfs_activity"].mean(0) + per_pair[1]["up4.gfs_activity"].mean(0)) / 2
+    expected = (per_pair[0].gate_activity["up4"].mean(0) + per_pair[1].gate_activity["up4"].mean(0)) / 2
     np.testing.assert_allclose(report.layers["up4"], expected, rtol=1e-6)
     assert report.mean_spread == pytest.approx(np.mean([v[0] for v in report.layers.values()]))
     assert report.mean_spread > 0.01  # gates start away from a flat 0.5
+
+
+def test_gates_of_a_tiled_pair_are_refused(tiny_pipeline, pairs):
+    tiny_pipeline.tile_size, tiny_pipeline.tile_overlap = 32, 8
+    with pytest.raises(ValueError, match="pair 1 was fused in .* tiles"):
+        measure_gates(tiny_pipeline, pairs)

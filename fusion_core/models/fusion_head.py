@@ -20,7 +20,7 @@ the sources (CC with each source positive) and training only has to learn where 
 and what detail to add. The first checkpoints predicted Y_F = sigmoid(conv) directly, so the head had to
 learn the whole intensity mapping first: after 300 steps three of six ablation variants still gave images
 anti-correlated with their sources. docs/training.md compares the two forms from the same UNet. The share
-w_A is recorded as "weight_map": where the result comes from A (1) and where from B (0).
+w_A is recorded as ``FusionHeadOutput.weight_map``: where the result comes from A (1) and where from B (0).
 
 Our choice, by measurement: the transformer stages run at 1/s resolution (s = ``head_downsample``) and
 only the light reconstruction runs at full resolution. On a 2-core CPU one R-Transformer block of 16
@@ -51,11 +51,18 @@ DEEP_FEATURE_INDEX = 1  # the UNet's second decoder stage: semantic, at 1/4 of t
 
 @dataclass
 class FusionHeadOutput:
-    """y_fused (B, 1, H, W) in [0, 1]; intermediates: "glsa1"/"glsa2" the M_c means (B, 1, H', W') and, for
-    a weight-map head, "weight_map" the share of A (B, 1, H, W)."""
+    """What the head returns; the maps only when asked (``return_intermediates``).
+
+    Attributes:
+        y_fused: (B, 1, H, W) in [0, 1].
+        attention: GLSA stage ("glsa1", "glsa2") -> its attention M_c, mean over channels (B, 1, H/s, W/s);
+            empty without GLSA.
+        weight_map: the share of A, w_A (B, 1, H, W) in [0, 1]; None for an intensity head.
+    """
 
     y_fused: torch.Tensor
-    intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
+    attention: dict[str, torch.Tensor] = field(default_factory=dict)
+    weight_map: torch.Tensor | None = None
 
 
 class ConditionedBlock(nn.Module):
@@ -112,6 +119,7 @@ class CrossLayerFusionHead(nn.Module):
             a, y_b: (B, 1, H, W) in [0, 1]; H and W multiples of ``head_downsample``.
             features: the UNet's decoder features, timesteps stacked on channels: (B, T * C_i, H_i, W_i).
             t: (B, T) feature timesteps.
+            return_intermediates: also return the GLSA attention maps and the weight map.
         Returns:
             FusionHeadOutput with y_fused (B, 1, H, W).
         """
@@ -131,11 +139,10 @@ class CrossLayerFusionHead(nn.Module):
         shallow = self.shallow(torch.cat([a, y_b], dim=1))
         out = self.reconstruct(torch.cat([_resize(h, size), shallow], dim=1))  # (B, 3 or 1, H, W)
         y_fused, weight = self._output(out, a, y_b)
-        record = {}
-        if return_intermediates:
-            maps = (("glsa1", m1), ("glsa2", m2), ("weight_map", weight))
-            record = {name: m for name, m in maps if m is not None}
-        return FusionHeadOutput(y_fused=y_fused, intermediates=record)
+        if not return_intermediates:
+            return FusionHeadOutput(y_fused=y_fused)
+        attention = {name: m for name, m in (("glsa1", m1), ("glsa2", m2)) if m is not None}
+        return FusionHeadOutput(y_fused=y_fused, attention=attention, weight_map=weight)
 
     def _output(self, out: torch.Tensor, a: torch.Tensor, y_b: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -34,22 +34,33 @@ from ..layers.gated import GatedFeatureSelection, gate_activity
 
 
 @dataclass
-class UNetOutput:
-    """eps (B, 4, H, W); decoder features from deepest to last, (B, C_i, H_i, W_i); intermediates by layer.
+class UNetIntermediates:
+    """What the UNet records when asked, by layer: "down1" ... "down4", "mid", "up1" ... "up4".
 
-    ``intermediates`` maps "down1.dfe" to alpha (B, M), "down1.gfs" to the gate mean over channels
-    (B, 1, H_i, W_i) and "down1.gfs_activity" to the gate's activity statistics (B, 3), see ``gate_activity``.
+    Attributes:
+        experts: DFE layer -> expert weights alpha (B, M), softmax over the experts.
+        gates: GFS layer -> gate g, mean over channels (B, 1, H_i, W_i), in (0, 1); the full (B, C, H_i, W_i)
+            gate is not kept.
+        gate_activity: GFS layer -> the gate's activity statistics (B, 3), see ``gate_activity``.
     """
+
+    experts: dict[str, torch.Tensor] = field(default_factory=dict)
+    gates: dict[str, torch.Tensor] = field(default_factory=dict)
+    gate_activity: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def record_gate(self, layer: str, gate: torch.Tensor) -> None:
+        """Keep the channel mean and the activity of a gate (B, C, H, W)."""
+        self.gates[layer] = gate.mean(dim=1, keepdim=True)  # (B, 1, H, W)
+        self.gate_activity[layer] = gate_activity(gate)  # (B, 3)
+
+
+@dataclass
+class UNetOutput:
+    """eps (B, 4, H, W); decoder features from deepest to last, (B, C_i, H_i, W_i); intermediates when asked."""
 
     eps: torch.Tensor
     features: list[torch.Tensor]
-    intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def _record_gate(record: dict[str, torch.Tensor], name: str, gate: torch.Tensor) -> None:
-    """Keep the gate's channel mean (B, 1, H, W) and activity (B, 3); the full (B, C, H, W) gate is dropped."""
-    record[f"{name}.gfs"] = gate.mean(dim=1, keepdim=True)
-    record[f"{name}.gfs_activity"] = gate_activity(gate)
+    intermediates: UNetIntermediates | None = None
 
 
 class DynamicGatedStage(nn.Module):
@@ -68,15 +79,15 @@ class DynamicGatedStage(nn.Module):
         self.select = select(out_channels, out_channels, dropout=config.dropout, **common)
 
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor, name: str,
-                record: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        """x (B, C_in, H, W) -> (B, C_out, H, W); writes alpha and gate into ``record`` when given."""
+                record: UNetIntermediates | None) -> torch.Tensor:
+        """x (B, C_in, H, W) -> (B, C_out, H, W); records alpha and the gate under ``name`` when given a record."""
         h, alpha = self.extract(x, t_emb)
         h, gate = self.select(h, t_emb)
         if record is not None:
             if alpha is not None:
-                record[f"{name}.dfe"] = alpha
+                record.experts[name] = alpha
             if gate is not None:
-                _record_gate(record, name, gate)
+                record.record_gate(name, gate)
         return h
 
 
@@ -121,7 +132,7 @@ class DenoisingUNet(nn.Module):
                          return_intermediates: bool = False) -> UNetOutput:
         """Run the UNet and keep every decoder stage's features (and, if asked, alpha and gates)."""
         self._check_size(x_t)
-        record: dict[str, torch.Tensor] | None = {} if return_intermediates else None
+        record = UNetIntermediates() if return_intermediates else None
         t_emb = self.time_embed(t)  # (B, D)
         # 1. space to depth: (B, 4, H, W) -> (B, 4 s^2, H/s, W/s)
         x = F.pixel_unshuffle(x_t, self.config.space_to_depth)
@@ -135,7 +146,7 @@ class DenoisingUNet(nn.Module):
         # 3. bottleneck: one GFS
         h, gate = self.mid(h, t_emb)
         if record is not None and gate is not None:
-            _record_gate(record, "mid", gate)
+            record.record_gate("mid", gate)
         # 4. decoder: upsample, concatenate the skip, DFE + GFS
         features = []
         for i, (upsample, stage) in enumerate(zip(self.upsample, self.up), start=1):
@@ -144,7 +155,7 @@ class DenoisingUNet(nn.Module):
             features.append(h)
         # 5. output conv over the features and the folded input, then depth to space: (B, 4, H, W)
         eps = F.pixel_shuffle(self.out(torch.cat([self.out_norm(h), x], dim=1)), self.config.space_to_depth)
-        return UNetOutput(eps=eps, features=features, intermediates=record or {})
+        return UNetOutput(eps=eps, features=features, intermediates=record)
 
     def _check_size(self, x: torch.Tensor) -> None:
         stride = self.config.stride
