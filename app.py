@@ -52,18 +52,17 @@ from fusion_core import (
     LoadedPair,
     PairDataset,
     TrainConfig,
-    compute_metrics,
     evaluate_folder,
     find_pairs,
     format_markdown_table,
+    fuse_methods,
+    parse_timesteps,
     pipeline_method,
     read_image,
     read_pair,
-    replace_luma,
+    score_methods,
     to_uint8,
-    write_dicom_secondary_capture,
-    write_png,
-    write_tiff16,
+    write_fused,
 )
 
 try:  # Hugging Face ZeroGPU: the package exists only there, and lends a GPU per decorated call
@@ -196,17 +195,6 @@ def describe_source(image: LoadedImage) -> str:
     return f"DICOM {facts['modality']} · {width} × {height} px · frame {facts['frame']} · window {facts['window']}"
 
 
-def parse_timesteps(text: str) -> tuple[int, ...] | None:
-    """'5, 50, 100' -> (5, 50, 100); empty -> None (the model's own)."""
-    if not text or not text.strip():
-        return None
-    try:
-        return tuple(int(part) for part in text.replace(";", ",").split(",") if part.strip())
-    except ValueError:
-        raise _fail(f"Feature timesteps must be whole numbers separated by commas, e.g. 5, 50, 100 "
-                    f"(got {text!r}).") from None
-
-
 def load_pair(image_a: LoadedImage, image_b: LoadedImage, task: Task, resample: bool, align: bool) -> LoadedPair:
     """Make the two sources one size (when asked) and aligned (when asked); ``read_pair`` does the work."""
     (ha, wa), (hb, wb) = image_a.pixels.shape[:2], image_b.pixels.shape[:2]
@@ -223,34 +211,24 @@ def load_pair(image_a: LoadedImage, image_b: LoadedImage, task: Task, resample: 
 # ------------------------------------------------------------------------------------------------ results
 
 
-def compare_methods(fused: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str = "standard"
+def compare_methods(fused: np.ndarray, a: LoadedImage, b: LoadedImage, convention: str = "standard"
                     ) -> tuple[str, list[tuple[np.ndarray, str]]]:
-    """The metric table of the network beside the four classical baselines, and the baselines' images.
-
-    Scored from arrays (the fused uint8 image, the sources on 0..255), never from displayed files.
-    """
-    a255, b255 = a.astype(np.float64) * 255.0, b.astype(np.float64) * 255.0
-    rows = {NETWORK: compute_metrics(fused, a255, b255, convention=convention).values}
-    images = []
-    for name, method in BASELINES.items():
-        image = to_uint8(method(a, b))
-        rows[name] = compute_metrics(image, a255, b255, convention=convention).values
-        images.append((image, name))
+    """The metric table of the network beside the four classical baselines, and the baselines' images."""
+    baselines = fuse_methods(BASELINES, a, b)
+    rows = score_methods({NETWORK: fused, **baselines}, a, b, convention=convention)
     caption = (f"Each method's fused image of this pair, scored against both sources; higher is better in every "
                f"column, the best in bold. {', '.join(PAPER_METRICS)} are the paper's metrics.")
-    return format_markdown_table(rows, convention=convention, caption=caption), images
+    return format_markdown_table(rows, convention=convention, caption=caption), [
+        (image, name) for name, image in baselines.items()]
 
 
 def write_downloads(result: FusionResult, b: np.ndarray, folder: Path, stem: str, dicom: bool) -> list[str]:
-    """PNG, 16-bit TIFF (the full-precision luminance, in B's colour) and, for DICOM inputs, a Secondary Capture."""
+    """PNG, 16-bit TIFF (the full-precision luminance, in B's colour) and, for DICOM inputs, a Secondary Capture:
+    the files ``python -m fusion_core fuse`` writes, through the same ``write_fused``."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{stem}.png", folder / f"{stem}_16bit.tif"]
-    write_png(paths[0], result.fused)
-    precise = np.clip(replace_luma(b, result.y_fused), 0, 1) if result.fused.ndim == 3 else result.y_fused
-    write_tiff16(paths[1], precise)
-    if dicom:
-        paths.append(folder / f"{stem}.dcm")
-        write_dicom_secondary_capture(paths[2], result.fused)
+    paths = [folder / f"{stem}.png", folder / f"{stem}_16bit.tif", *([folder / f"{stem}.dcm"] if dicom else [])]
+    for path in paths:
+        write_fused(path, result.y_fused, b)
     return [str(p) for p in paths]
 
 
@@ -536,7 +514,7 @@ class FusionApp:
         }
         yield shown | {view.metrics: "Scoring the fused image and the classical baselines…", view.baselines: None,
                        view.experts: None, view.gates: None, view.attention: None}
-        table, baselines = compare_methods(result.fused, pair.a.pixels, pair.b.pixels)
+        table, baselines = compare_methods(result.fused, pair.a, pair.b)
         maps = result.intermediates or Intermediates()  # none recorded for a pair fused in tiles
         yield shown | {view.metrics: table, view.baselines: baselines,
                        view.experts: expert_figure(maps, result.timesteps),
