@@ -141,7 +141,7 @@ def write_split(root: str | Path, out_dir: str | Path, every: int = 5, *, by_cas
     """
     pairs = find_pairs(root)
     counts = {}
-    for split, chosen in zip(("train", "test"), split_pairs(pairs, every, by_case=by_case)):
+    for split, chosen in zip(("train", "test"), split_pairs(pairs, every, by_case=by_case), strict=True):
         for pair in chosen:
             for source in (pair.a, pair.b):
                 target = Path(out_dir) / split / source.parent.name / source.name

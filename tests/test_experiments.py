@@ -15,9 +15,9 @@ import pytest
 from conftest import make_pair, tiny
 from fusion_core import experiments
 from fusion_core.baselines import BASELINES
+from fusion_core.checkpoint import WEIGHTS_NAME
 from fusion_core.cli import main
 from fusion_core.config import TrainConfig
-from fusion_core.checkpoint import WEIGHTS_NAME
 from fusion_core.experiments import ABLATION_VARIANTS, percent_above, run_ablation, run_comparison, split_steps
 from fusion_core.imaging import write_png
 from fusion_core.metrics import PAPER_METRICS

@@ -178,7 +178,7 @@ def test_tune_gates_trains_the_head_and_only_the_gate_branches_of_the_unet(tiny_
 
 
 def test_stage_two_logs_its_validation_rank_at_step_zero_and_every_n_steps(tiny_config, dataset, tmp_path):
-    pairs = [(a, b) for a, b in zip(dataset.a, dataset.b)]
+    pairs = list(zip(dataset.a, dataset.b, strict=True))
     result = train(_pipeline(tiny_config), dataset, _train_config(2, 4, validate_every=2), tmp_path,
                    validation=ValidationSet(pairs))
     lines = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
@@ -192,7 +192,7 @@ def test_stage_two_logs_its_validation_rank_at_step_zero_and_every_n_steps(tiny_
 
 
 def test_stage_one_logs_no_validation(tiny_config, dataset, tmp_path):
-    pairs = [(a, b) for a, b in zip(dataset.a, dataset.b)]
+    pairs = list(zip(dataset.a, dataset.b, strict=True))
     train(_pipeline(tiny_config), dataset, _train_config(1, 2, validate_every=1), tmp_path,
           validation=ValidationSet(pairs))
     assert all("validation" not in json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines())
