@@ -64,6 +64,7 @@ def test_build_demo_constructs_without_loading_a_model(tmp_path):
     assert store._cache == {}  # lazily: the first fusion loads the pipeline
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
 def test_fuses_an_example_of_each_task(fusion_app, task):
     pair = EXAMPLES[task]
@@ -80,6 +81,7 @@ def test_fuses_an_example_of_each_task(fusion_app, task):
     assert experts is not None and gates is not None and attention is not None
 
 
+@pytest.mark.slow
 def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tmp_path):
     pair = EXAMPLES[MEDICAL]
     paths = []
@@ -116,6 +118,7 @@ def test_bad_preview_warns_and_keeps_working(fusion_app, tmp_path):
     assert fusion_app.preview(str(EXAMPLES[MEDICAL].a), app.DEFAULT_WINDOW, 0)[0].shape == (256, 256)
 
 
+@pytest.mark.slow
 def test_size_mismatch_asks_for_resampling_then_resamples(fusion_app):
     ivf, medical = EXAMPLES["Infrared + visible"], EXAMPLES[MEDICAL]
     with pytest.raises(gr.Error, match="Resample B to A"):
@@ -158,6 +161,7 @@ def test_symlinks_and_non_zips_are_refused(tmp_path):
         unpack_zip(str(tmp_path / "fake.zip"), tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_evaluates_the_bundled_examples(fusion_app):
     summary, means, chart, rows, files = fusion_app.evaluate(None, MEDICAL, AUTO, "standard", lambda *a, **k: None)
     assert "2 pairs" in summary and "random weights" in summary
@@ -165,6 +169,7 @@ def test_evaluates_the_bundled_examples(fusion_app):
     assert len(rows) == 2 * 5 and Path(chart).is_file() and all(Path(f).suffix == ".csv" for f in files)
 
 
+@pytest.mark.slow
 def test_evaluates_an_uploaded_zip_and_refuses_zip_slip(fusion_app, tmp_path):
     archive = pair_zip(tmp_path / "pairs.zip", top="my pairs/")
     summary, *_ = fusion_app.evaluate(str(archive), MEDICAL, RANDOM, "standard", lambda *a, **k: None)
@@ -173,6 +178,7 @@ def test_evaluates_an_uploaded_zip_and_refuses_zip_slip(fusion_app, tmp_path):
         fusion_app.evaluate(str(zip_of(tmp_path / "evil.zip", {"../x.png": b"x"})), MEDICAL, AUTO, "standard")
 
 
+@pytest.mark.slow
 def test_training_makes_a_selectable_checkpoint(fusion_app):
     outputs = list(fusion_app.start_training(None, MEDICAL, "both", 1, 64, 1, 1e-3, "tiny", app.FROM_SCRATCH))
     progress, curve, preview, status, checkpoint_zip, fuse_menu, eval_menu, start_menu = outputs[-1]
@@ -184,6 +190,7 @@ def test_training_makes_a_selectable_checkpoint(fusion_app):
     assert f"by **{name}**" in notes and "random weights" not in notes
 
 
+@pytest.mark.slow  # alone, 3-5 s: the first training of the module (in the full run an earlier one warms up)
 def test_one_training_at_a_time_and_stop(fusion_app):
     first = fusion_app.start_training(None, MEDICAL, "1", 500, 64, 1, 1e-4, "tiny", app.FROM_SCRATCH)
     next(first)
@@ -215,6 +222,7 @@ def client(fusion_app, tmp_path_factory):
     demo.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
 def test_api_fuses_an_example_of_each_task(client, task):
     pair = EXAMPLES[task]
@@ -224,6 +232,7 @@ def test_api_fuses_an_example_of_each_task(client, task):
     assert fused.shape[:2] == read_image(pair.a).pixels.shape[:2] and "| DGD-Fusion |" in outputs[6]
 
 
+@pytest.mark.slow
 def test_api_reports_a_bad_upload(client, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(AppError, match="not a recognised image"):
@@ -231,6 +240,7 @@ def test_api_reports_a_bad_upload(client, tmp_path):
                        AUTO, app.DEFAULT_WINDOW, 0, app.DEFAULT_WINDOW, 0, "", 0, False, False, api_name="/fuse")
 
 
+@pytest.mark.slow
 def test_api_evaluates_and_trains(client):
     summary, means, *_ = client.predict(None, "MRI + PET", AUTO, "standard", api_name="/evaluate")
     assert "2 pairs" in summary and "| DGD-Fusion |" in means

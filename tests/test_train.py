@@ -111,6 +111,7 @@ def _assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.T
     assert not different
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 2])
 def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tiny_config, dataset, tmp_path, stage):
     whole = _pipeline(tiny_config)
@@ -198,6 +199,7 @@ def test_stage_one_logs_no_validation(tiny_config, dataset, tmp_path):
     assert all("validation" not in json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines())
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_ends_with_identical_weights_on_both_ranks(tiny_config, data_dir, tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
@@ -234,6 +236,7 @@ def test_train_command_refuses_a_mismatched_folder_naming_the_files(data_dir, tm
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_train_command_init_fine_tunes_from_a_checkpoint(tiny_config, data_dir, tmp_path, capsys, restore_sigint):
     start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
     out = tmp_path / "out"
