@@ -1,6 +1,6 @@
 """Paired image folders for DGD-Fusion: discovering the pairs (and, below, the training dataset).
 
-The only module that lists image folders (STYLE.md). A pair root holds two sub-folders, one per source, with
+The only module that lists image folders. A pair root holds two sub-folders, one per source, with
 the same file stem in both (the layouts of MSRS, RoadScene, TNO and the Harvard atlas as distributed):
 
     root/ir/NAME.png  + root/vi/NAME.png                      infrared + visible

@@ -1,7 +1,7 @@
 """Objective fusion metrics: the paper's seven (EN, MI, SSIM, PSNR, SF, Q^AB/F, CC) plus SD, AG, SCD and VIF.
 
 Paper: "Dynamic gating diffusion denoising and cross-layer attention-based multimodal image fusion network",
-J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016, section 2.1.3. Conventions fixed in DESIGN.md §4.
+J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016, section 2.1.3. Conventions fixed in docs/design.md §4.
 
 F is the fused image, A and B the two sources. Every function takes uint8 or float arrays on the 0..255 scale
 (floats are read as 0..255, not 0..1), gray (H, W) or RGB (H, W, 3). RGB images are scored on their BT.601

@@ -1,4 +1,4 @@
-"""Import tiers (STYLE rule 1, docs/design.md's module map), read from the source with ``ast``; nothing is imported.
+"""Import tiers (docs/design.md's module map), read from the source with ``ast``; nothing is imported.
 
 Imports run one way. A module may import modules of its own tier or of the tiers above it, never below:
 
@@ -166,7 +166,7 @@ def test_config_uses_the_standard_library_only():
 
 @pytest.mark.parametrize("module", [m for m in SOURCES if TIERS[TIER_OF[m]][0] == "app"])
 def test_the_app_uses_the_public_api_only(module):
-    # STYLE rule 1: app.py calls only the public API (what fusion_core/__init__.py re-exports)
+    # the app calls only the public API (what fusion_core/__init__.py re-exports), never a submodule
     reached = {name for name in _internal_imports(module) if name.startswith("fusion_core")}
     assert reached <= {"fusion_core"}
 
