@@ -164,6 +164,7 @@ def test_train_log_lines_are_json_with_the_stage_losses(tiny_config, dataset, tm
         assert all(math.isfinite(line[name]) for name in STAGE_LOSSES[stage])
 
 
+@pytest.mark.slow
 def test_tune_gates_trains_the_head_and_only_the_gate_branches_of_the_unet(tiny_config, dataset, tmp_path):
     pipeline = _pipeline(tiny_config)
     before = {name: t.clone() for name, t in pipeline.unet.state_dict().items()}
@@ -178,6 +179,7 @@ def test_tune_gates_trains_the_head_and_only_the_gate_branches_of_the_unet(tiny_
     _assert_same_weights(frozen.unet.state_dict(), before)
 
 
+@pytest.mark.slow
 def test_stage_two_logs_its_validation_rank_at_step_zero_and_every_n_steps(tiny_config, dataset, tmp_path):
     pairs = list(zip(dataset.a, dataset.b, strict=True))
     result = train(_pipeline(tiny_config), dataset, _train_config(2, 4, validate_every=2), tmp_path,
@@ -236,7 +238,6 @@ def test_train_command_refuses_a_mismatched_folder_naming_the_files(data_dir, tm
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
 def test_train_command_init_fine_tunes_from_a_checkpoint(tiny_config, data_dir, tmp_path, capsys, restore_sigint):
     start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
     out = tmp_path / "out"
