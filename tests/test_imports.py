@@ -21,6 +21,7 @@ every module of the repository's code must be in it, so a new module is placed o
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -66,11 +67,12 @@ def _sources() -> dict[str, Path]:
 SOURCES = _sources()
 
 
-def _bound_names(package: str) -> set[str]:
+@functools.cache
+def _bound_names(package: str) -> frozenset[str]:
     """Names a package's ``__init__.py`` binds at its top level (its re-exports)."""
     path = SOURCES.get(package)
     if path is None or path.name != "__init__.py":
-        return set()
+        return frozenset()
     names = set()
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.Import | ast.ImportFrom):
@@ -79,7 +81,7 @@ def _bound_names(package: str) -> set[str]:
             names.add(node.name)
         elif isinstance(node, ast.Assign):
             names.update(target.id for target in node.targets if isinstance(target, ast.Name))
-    return names
+    return frozenset(names)
 
 
 def imports_of(module: str, source: str, known: set[str]) -> set[str]:
@@ -106,14 +108,17 @@ def imports_of(module: str, source: str, known: set[str]) -> set[str]:
     return found
 
 
+@functools.cache
+def _imports(module: str) -> frozenset[str]:
+    return frozenset(imports_of(module, SOURCES[module].read_text(encoding="utf-8"), set(SOURCES)))
+
+
 def _internal_imports(module: str) -> set[str]:
-    found = imports_of(module, SOURCES[module].read_text(encoding="utf-8"), set(SOURCES))
-    return {name for name in found if name.split(".")[0] in (*PACKAGES, "app")}
+    return {name for name in _imports(module) if name.split(".")[0] in (*PACKAGES, "app")}
 
 
 def _external_roots(module: str) -> set[str]:
-    found = imports_of(module, SOURCES[module].read_text(encoding="utf-8"), set(SOURCES))
-    return {name.split(".")[0] for name in found} - {*PACKAGES, "app"}
+    return {name.split(".")[0] for name in _imports(module)} - {*PACKAGES, "app"}
 
 
 def tier_violations(module: str, imported: set[str]) -> list[str]:
