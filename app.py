@@ -839,7 +839,8 @@ def wire_fuse_tab(app: FusionApp, view: FuseView) -> None:
                          api_visibility="private")
 
     def fuse(path_a, path_b, task, choice, *options):  # gradio passes the inputs' values by position
-        yield from app.fuse(view, path_a, path_b, task, choice, FuseOptions(**dict(zip(view.options, options))))
+        options = FuseOptions(**dict(zip(view.options, options, strict=True)))
+        yield from app.fuse(view, path_a, path_b, task, choice, options)
 
     view.button.click(fuse, [view.source_a.file, view.source_b.file, view.task, view.checkpoint,
                              *view.options.values()], view.outputs(), api_name="fuse", **CPU_HEAVY)
@@ -856,7 +857,8 @@ def wire_train_tab(app: FusionApp, view: TrainView) -> None:
     """Start (in the CPU-heavy group), the timer's ticks while a run is followed, and stop."""
 
     def start(zip_path, task, origin, *options):  # gradio passes the inputs' values by position
-        return app.start_training(view, zip_path, task, origin, TrainOptions(**dict(zip(view.options, options))))
+        options = TrainOptions(**dict(zip(view.options, options, strict=True)))
+        return app.start_training(view, zip_path, task, origin, options)
 
     view.start_button.click(start, [view.pairs.zip, view.pairs.task, view.pairs.checkpoint, *view.options.values()],
                             view.outputs(), api_name="train", **CPU_HEAVY)

@@ -21,7 +21,7 @@ def expert_figure(intermediates: Intermediates, timesteps: tuple[int, ...]) -> F
     rows = -(-len(layers) // columns)
     figure = Figure(figsize=(3.4 * columns, 2.5 * rows + 0.8), layout="constrained")
     axes = np.atleast_1d(figure.subplots(rows, columns, sharey=True)).ravel()
-    for ax, name in zip(axes, layers):
+    for ax, name in zip(axes, layers, strict=False):  # the grid may have spare axes
         alpha = intermediates.experts[name]  # (T, M)
         experts = np.arange(alpha.shape[1])
         width = 0.8 / len(timesteps)
@@ -127,7 +127,7 @@ def loss_figure(history: list[dict[str, float]]) -> Figure:
     for stage, key, label in ((1, "diffusion", "stage 1: diffusion loss"), (2, "fusion", "stage 2: fusion loss")):
         points = [(h["step"], h[key]) for h in history if h["stage"] == stage and key in h]
         if points:
-            ax.plot(*zip(*points), label=label, marker="." if len(points) < 30 else None)
+            ax.plot(*zip(*points, strict=True), label=label, marker="." if len(points) < 30 else None)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")

@@ -16,7 +16,7 @@ and returns float64 in [0, 1] with B's shape. numpy and scipy only.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -133,7 +133,7 @@ def laplacian_rule(y_a: np.ndarray, y_b: np.ndarray, *, levels: int = 4) -> np.n
     """
     depth = _pyramid_depth(y_a.shape, levels)
     pyramid_a, pyramid_b = laplacian_pyramid(y_a, depth), laplacian_pyramid(y_b, depth)
-    fused = [np.where(np.abs(da) >= np.abs(db), da, db) for da, db in zip(pyramid_a[:-1], pyramid_b[:-1])]
+    fused = [np.where(np.abs(da) >= np.abs(db), da, db) for da, db in zip(pyramid_a[:-1], pyramid_b[:-1], strict=True)]
     fused.append((pyramid_a[-1] + pyramid_b[-1]) / 2)
     return collapse_pyramid(fused)
 
@@ -180,15 +180,16 @@ def guided_filter_rule(
     4. Y_F = sum_X W_base,X base_X + W_detail,X detail_X.
     """
     bases = [ndimage.uniform_filter(y, 31, mode="reflect") for y in (y_a, y_b)]
-    details = [y - base for y, base in zip((y_a, y_b), bases)]
+    details = [y - base for y, base in zip((y_a, y_b), bases, strict=True)]
     saliency = [
         ndimage.gaussian_filter(np.abs(ndimage.laplace(y, mode="reflect")), sigma=5.0, truncate=1.0, mode="reflect")
         for y in (y_a, y_b)
     ]
     masks = [(saliency[0] >= saliency[1]).astype(np.float64), (saliency[1] >= saliency[0]).astype(np.float64)]
-    w_base = _normalised_pair(*(guided_filter(y, p, base_radius, base_eps) for y, p in zip((y_a, y_b), masks)))
-    w_detail = _normalised_pair(*(guided_filter(y, p, detail_radius, detail_eps) for y, p in zip((y_a, y_b), masks)))
-    return sum(wb * base + wd * detail for wb, base, wd, detail in zip(w_base, bases, w_detail, details))
+    guides = list(zip((y_a, y_b), masks, strict=True))  # (Y_X, P_X) per source
+    w_base = _normalised_pair(*(guided_filter(y, p, base_radius, base_eps) for y, p in guides))
+    w_detail = _normalised_pair(*(guided_filter(y, p, detail_radius, detail_eps) for y, p in guides))
+    return sum(wb * base + wd * detail for wb, base, wd, detail in zip(w_base, bases, w_detail, details, strict=True))
 
 
 # -------------------------------------------------------------------------------------------- the methods

@@ -300,7 +300,7 @@ def _run_gates(args: argparse.Namespace) -> int:
     pipeline = resolve_pipeline(args.checkpoint, args.preset, args.device)
     dataset = PairDataset(find_pairs(args.pairs))
     bar = tqdm(total=len(dataset), desc="gates", unit="pair")
-    report = measure_gates(pipeline, list(zip(dataset.a, dataset.b)), args.seed,
+    report = measure_gates(pipeline, list(zip(dataset.a, dataset.b, strict=True)), args.seed,
                            lambda done, total: bar.update(done - bar.n))
     bar.close()
     print("| layer | mean per-channel spatial std of g | share of g < 0.2 | share of g > 0.8 |")

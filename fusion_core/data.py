@@ -1,6 +1,6 @@
 """Paired image folders for DGD-Fusion: discovering the pairs (and, below, the training dataset).
 
-The only module that lists image folders (STYLE.md). A pair root holds two sub-folders, one per source, with
+The only module that lists image folders. A pair root holds two sub-folders, one per source, with
 the same file stem in both (the layouts of MSRS, RoadScene, TNO and the Harvard atlas as distributed):
 
     root/ir/NAME.png  + root/vi/NAME.png                      infrared + visible
@@ -141,7 +141,7 @@ def write_split(root: str | Path, out_dir: str | Path, every: int = 5, *, by_cas
     """
     pairs = find_pairs(root)
     counts = {}
-    for split, chosen in zip(("train", "test"), split_pairs(pairs, every, by_case=by_case)):
+    for split, chosen in zip(("train", "test"), split_pairs(pairs, every, by_case=by_case), strict=True):
         for pair in chosen:
             for source in (pair.a, pair.b):
                 target = Path(out_dir) / split / source.parent.name / source.name

@@ -9,8 +9,8 @@ helpers and re-raises ``DicomError`` as ``ImageLoadError``. Choices made here:
 * Gray pixels: stored values -> modality LUT (rescale slope/intercept, ``apply_modality_lut``) -> window
   -> MONOCHROME1 inversion. The window is the DICOM linear VOI function (PS3.3 C.11.2.1.2.1) scaled to
   [0, 1]: the stored one (first value when several), a ``WINDOW_PRESETS`` name or an explicit
-  (width, level); with none, or with ``FULL_RANGE``, min..max of the modality values is stretched linearly. VOI LUT tables and
-  the SIGMOID function are not used.
+  (width, level); with none, or with ``FULL_RANGE``, min..max of the modality values is stretched
+  linearly. VOI LUT tables and the SIGMOID function are not used.
 * Colour pixels (RGB, YBR converted to RGB by pydicom, palette through its LUT) divide by the stored bit
   range and are never windowed.
 * Decoders are pydicom's plugins: native, deflate, RLE (numpy) and, through Pillow, JPEG baseline and

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -78,7 +78,7 @@ def mean_ranks(means: Mapping[str, Mapping[str, float]], labels: Sequence[str] =
     for label in labels:
         values = np.array([means[m][label] for m in methods], dtype=np.float64)
         ranks += rankdata(-values if HIGHER_IS_BETTER[label] else values, method="average")
-    return {m: float(r / len(labels)) for m, r in zip(methods, ranks)}
+    return {m: float(r / len(labels)) for m, r in zip(methods, ranks, strict=True)}
 
 
 def _format_value(value: float) -> str:
@@ -151,7 +151,7 @@ def plot_means(path: Path, means: Mapping[str, Mapping[str, float]], convention:
     figure = Figure(figsize=(3.2 * columns, 2.6 * rows))
     axes = figure.subplots(rows, columns).ravel()
     colours = [f"C{i % 10}" for i in range(len(methods))]
-    for ax, label in zip(axes, METRICS):
+    for ax, label in zip(axes, METRICS, strict=False):  # the grid may have spare axes
         values = [means[m][label] for m in methods]
         ax.bar(range(len(methods)), [v if np.isfinite(v) else 0.0 for v in values], color=colours)
         ax.set_title(label + (" (paper)" if label in PAPER_METRICS else ""), fontsize=10)

@@ -56,12 +56,18 @@ import torch
 from .checkpoint import CONFIG_NAME, load_pipeline
 from .config import PRESETS, FusionConfig, TrainConfig
 from .data import PairDataset, find_pairs
-from .evaluate import (EvaluationResult, FusionMethod, Progress, evaluate_folder, format_markdown_table,
-                       pipeline_method)
+from .evaluate import EvaluationResult, FusionMethod, Progress, evaluate_folder, format_markdown_table, pipeline_method
 from .metrics import PAPER_METRICS, get_convention
 from .pipeline import FusionPipeline
-from .train import (LOG_NAME, DistributedContext, TrainProgress, hardware_description, read_train_state,
-                    steps_for_minutes, train)
+from .train import (
+    LOG_NAME,
+    DistributedContext,
+    TrainProgress,
+    hardware_description,
+    read_train_state,
+    steps_for_minutes,
+    train,
+)
 from .validation import ValidationSet
 
 ABLATION_VARIANTS: tuple[str, ...] = ("DFE+GCFS", "DFE+GLSA", "GCFS+GLSA", "DFE_3", "DFE_5", "ALL")
@@ -319,12 +325,12 @@ def plot_curves(path: Path, logs: Mapping[str, list[dict]]) -> None:
     axes = figure.subplots(1, panels)
     if panels == 3:
         _plot_validation(axes[2], curves)
-    for ax, stage in zip(axes, (1, 2)):
+    for ax, stage in zip(axes, (1, 2), strict=False):  # a third axis, when there, is validation
         key = STAGE_LOSS[stage]
         for i, (name, lines) in enumerate(logs.items()):
             points = [(line["step"], line[key]) for line in lines if line["stage"] == stage and key in line]
             if points:
-                steps, values = zip(*points)
+                steps, values = zip(*points, strict=True)
                 ax.plot(steps, values, color=f"C{i % 10}", linewidth=1, label=name)
         ax.set_title(f"stage {stage}: {key} loss", fontsize=10)
         ax.set_xlabel("step")
@@ -369,7 +375,7 @@ def plot_convergence(path: Path, runs: Mapping[str, Path]) -> dict[str, list[dic
 def _plot_validation(ax, curves: Mapping[str, list[tuple[int, float, float]]]) -> None:
     for i, (name, points) in enumerate(curves.items()):
         if points:
-            steps, ranks, best = zip(*points)
+            steps, ranks, best = zip(*points, strict=True)
             ax.plot(steps, ranks, color=f"C{i % 10}", linewidth=1, marker=".", label=name)
             ax.plot(steps, best, color=f"C{i % 10}", linewidth=0.8, linestyle=":")
     ax.set_title("stage 2: validation mean rank (dotted: best baseline)", fontsize=10)

@@ -1,7 +1,7 @@
 """Objective fusion metrics: the paper's seven (EN, MI, SSIM, PSNR, SF, Q^AB/F, CC) plus SD, AG, SCD and VIF.
 
 Paper: "Dynamic gating diffusion denoising and cross-layer attention-based multimodal image fusion network",
-J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016, section 2.1.3. Conventions fixed in DESIGN.md §4.
+J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016, section 2.1.3. Conventions fixed in docs/design.md §4.
 
 F is the fused image, A and B the two sources. Every function takes uint8 or float arrays on the 0..255 scale
 (floats are read as 0..255, not 0..1), gray (H, W) or RGB (H, W, 3). RGB images are scored on their BT.601
@@ -28,8 +28,8 @@ Every metric here is higher-is-better (`HIGHER_IS_BETTER`). Note that EN, SF, SD
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -371,7 +371,7 @@ def _vif_pyramid(x: np.ndarray) -> list[np.ndarray]:
 def _vif_single(ref_levels: list[np.ndarray], dist_levels: list[np.ndarray]) -> float:
     """VIFP(ref -> dist) from the two pyramids: sum of kept information / sum of present information."""
     kept, present = 0.0, 0.0
-    for scale, (ref, dist) in enumerate(zip(ref_levels, dist_levels), start=1):
+    for scale, (ref, dist) in enumerate(zip(ref_levels, dist_levels, strict=True), start=1):
         size = _vif_window(scale)
         if min(ref.shape) < size:
             continue  # the window no longer fits at this scale (small images): the scale has no windows

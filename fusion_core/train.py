@@ -1,11 +1,12 @@
 """Two-stage training of DGD-Fusion (docs/design.md §2.1, §2.7; paper §2.1.1), on one CPU or many GPUs.
 
 Stage 1 trains the denoising UNet with the diffusion loss; stage 2 freezes it and trains the fusion head
-with the unsupervised fusion loss (optionally with the UNet's GFS gates, ``TrainConfig.gate_lr``). Adam, lr 1e-4 (the paper). Everything random in step s (which pairs,
-where they are cropped, the flips, the timesteps and the noise) comes from a generator seeded with
-(seed, step, rank), so a resumed run continues exactly where it stopped. Checkpoints are whole folders
-written atomically (weights, optimiser state, step); a stop request saves and returns. Under torchrun the
-trained module is wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 writes.
+with the unsupervised fusion loss (optionally with the UNet's GFS gates, ``TrainConfig.gate_lr``).
+Adam, lr 1e-4 (the paper). Everything random in step s (which pairs, where they are cropped, the flips,
+the timesteps and the noise) comes from a generator seeded with (seed, step, rank), so a resumed run
+continues exactly where it stopped. Checkpoints are whole folders written atomically (weights, optimiser
+state, step); a stop request saves and returns. Under torchrun the trained module is wrapped in
+DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from safetensors.torch import load_file, save
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import WEIGHTS_NAME, load_pipeline, save_pipeline
@@ -287,7 +288,8 @@ def _jitter(timesteps: tuple[int, ...], amount: float, num_timesteps: int, gener
             ) -> tuple[int, ...]:
     """Each feature timestep scaled by exp(U(-amount, amount)), kept in [1, T): the head learns to read t."""
     scales = torch.exp((torch.rand(len(timesteps), generator=generator) * 2 - 1) * amount)
-    return tuple(int(min(max(round(t * s), 1), num_timesteps - 1)) for t, s in zip(timesteps, scales.tolist()))
+    scaled = (round(t * s) for t, s in zip(timesteps, scales.tolist(), strict=True))
+    return tuple(int(min(max(t, 1), num_timesteps - 1)) for t in scaled)
 
 
 def _broadcast_weights(pipeline: FusionPipeline, context: DistributedContext) -> None:

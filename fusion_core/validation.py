@@ -44,7 +44,7 @@ class ValidationScore:
 
 
 def _mean_metrics(fused: Sequence[np.ndarray], pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    scores = [compute_metrics(f, a, b, metrics=PAPER_METRICS).values for f, (a, b) in zip(fused, pairs)]
+    scores = [compute_metrics(f, a, b, metrics=PAPER_METRICS).values for f, (a, b) in zip(fused, pairs, strict=True)]
     return {label: float(np.mean([s[label] for s in scores])) for label in PAPER_METRICS}
 
 
@@ -63,7 +63,7 @@ class ValidationSet:
     def from_folder(cls, root: str | os.PathLike, seed: int = 0) -> ValidationSet:
         """Every pair of a folder in any layout ``find_pairs`` knows."""
         dataset = PairDataset(find_pairs(root))
-        return cls(list(zip(dataset.a, dataset.b)), seed)
+        return cls(list(zip(dataset.a, dataset.b, strict=True)), seed)
 
     def _fuse_all(self, name: str, fuse: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> list[np.ndarray]:
         return [fused_uint8(fuse(a, b), b.shape, name, f"#{i}") for i, (a, b) in enumerate(self.pairs)]

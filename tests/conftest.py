@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny configs on the CPU, seeded generators, small synthetic pairs. Never reads outside the repository."""
+"""Shared fixtures: tiny configs on the CPU, seeded generators, small synthetic pairs.
+
+Never reads outside the repository.
+"""
 
 from __future__ import annotations
 

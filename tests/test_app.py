@@ -113,6 +113,7 @@ def test_cpu_heavy_events_share_one_concurrency_group_and_progress_ticks(tmp_pat
     assert events["training_progress"].targets == [(timers[0]._id, "tick")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
 def test_fuses_an_example_of_each_task(fusion_app, tabs, task):
     pair, view = EXAMPLES[task], tabs.fuse
@@ -131,6 +132,7 @@ def test_fuses_an_example_of_each_task(fusion_app, tabs, task):
     assert all(out[plot] is not None for plot in (view.experts, view.gates, view.attention))
 
 
+@pytest.mark.slow
 def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tabs, tmp_path):
     pair = EXAMPLES[MEDICAL]
     paths = []
@@ -189,6 +191,7 @@ def test_bad_preview_warns_and_keeps_working(fusion_app, tabs, tmp_path):
     assert shown[column.preview].shape == (256, 256)
 
 
+@pytest.mark.slow
 def test_size_mismatch_asks_for_resampling_then_resamples(fusion_app, tabs):
     ivf, medical = EXAMPLES["Infrared + visible"], EXAMPLES[MEDICAL]
     with pytest.raises(gr.Error, match="Resample B to A"):
@@ -232,6 +235,7 @@ def test_symlinks_and_non_zips_are_refused(tmp_path):
         unpack_zip(str(tmp_path / "fake.zip"), tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_evaluates_the_bundled_examples(fusion_app, tabs):
     view = tabs.evaluate
     out = fusion_app.evaluate(view, None, MEDICAL, AUTO, "standard", lambda *a, **k: None)
@@ -242,6 +246,7 @@ def test_evaluates_the_bundled_examples(fusion_app, tabs):
     assert all(Path(f).suffix == ".csv" for f in out[view.files])
 
 
+@pytest.mark.slow
 def test_evaluates_an_uploaded_zip_and_refuses_zip_slip(fusion_app, tabs, tmp_path):
     archive = pair_zip(tmp_path / "pairs.zip", top="my pairs/")
     out = fusion_app.evaluate(tabs.evaluate, str(archive), MEDICAL, RANDOM, "standard", lambda *a, **k: None)
@@ -251,6 +256,7 @@ def test_evaluates_an_uploaded_zip_and_refuses_zip_slip(fusion_app, tabs, tmp_pa
                             "standard")
 
 
+@pytest.mark.slow
 def test_training_makes_a_selectable_checkpoint(fusion_app, tabs):
     view = tabs.train
     started = train(fusion_app, tabs, stage="both", steps=1, batch=1, lr=1e-3)
@@ -314,6 +320,7 @@ def client(fusion_app, tmp_path_factory):
     demo.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
 def test_api_fuses_an_example_of_each_task(client, task):
     pair = EXAMPLES[task]
@@ -323,6 +330,7 @@ def test_api_fuses_an_example_of_each_task(client, task):
     assert fused.shape[:2] == read_image(pair.a).pixels.shape[:2] and "| DGD-Fusion |" in outputs[6]
 
 
+@pytest.mark.slow
 def test_api_reports_a_bad_upload(client, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(AppError, match="not a recognised image"):

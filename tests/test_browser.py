@@ -27,6 +27,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SCREENSHOT = Path(__file__).resolve().parent.parent / "out" / "screenshots" / "app.png"
 SLOW = 180_000  # ms: a fusion on a busy 2-core CPU
 
+pytestmark = pytest.mark.slow  # half a minute: a launched app and a real browser
+
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):

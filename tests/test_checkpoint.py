@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from fusion_core.checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_pipeline, save_pipeline
 from conftest import make_pair
+from fusion_core.checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_pipeline, save_pipeline
 
 
 @pytest.fixture

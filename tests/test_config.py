@@ -2,9 +2,9 @@ import dataclasses
 
 import pytest
 
+from conftest import ALL_PRESETS, tiny
 from fusion_core.config import PRESETS, FusionConfig, TrainConfig, UNetConfig, parse_timesteps
 from fusion_core.pipeline import FusionPipeline
-from conftest import ALL_PRESETS, tiny
 
 
 def test_configs_are_frozen():

@@ -108,7 +108,7 @@ def test_crops_of_a_and_b_line_up_pixel_for_pixel_through_flips(tmp_path):
         a_crops, b_crops = dataset.crop_batch(indices, 16, generator)
         assert a_crops.shape == (4, 1, 16, 16) and b_crops.shape == (4, 3, 16, 16)
         _assert_related(a_crops, b_crops)
-        for index, crop in zip(indices, _as_uint8(a_crops)[:, 0]):
+        for index, crop in zip(indices, _as_uint8(a_crops)[:, 0], strict=True):
             flip = _flip_of_window(crop, dataset.a[index])
             assert flip is not None
             flips.add(flip)
@@ -119,7 +119,7 @@ def test_same_generator_seed_gives_the_same_batch(tmp_path):
     dataset = _related_dataset(tmp_path, [(40, 48), (37, 53)])
     first, again, other = (dataset.crop_batch([0, 1, 1], 16, torch.Generator().manual_seed(seed))
                            for seed in (7, 7, 8))
-    assert all(torch.equal(x, y) for x, y in zip(first, again))
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
     assert not torch.equal(first[0], other[0])
 
 

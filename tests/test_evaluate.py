@@ -105,6 +105,7 @@ def test_find_pairs_rejects_ambiguous_layouts_and_repeated_names(tmp_path):
 # ----------------------------------------------------------------------------------------------- evaluation
 
 
+@pytest.mark.slow
 def test_evaluate_folder_writes_every_output(tmp_path):
     root = _make_ivf_folder(tmp_path / "pairs")
     calls = []
@@ -146,6 +147,7 @@ def test_markdown_marks_best_values_and_names_the_convention(tmp_path):
     assert result.mean_rank["average"] < result.mean_rank["flat"]
 
 
+@pytest.mark.slow
 def test_second_run_reuses_fused_images(tmp_path):
     root = _make_ivf_folder(tmp_path / "pairs")
     method = CountingMethod(fuse_average)

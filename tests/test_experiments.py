@@ -15,9 +15,9 @@ import pytest
 from conftest import make_pair, tiny
 from fusion_core import experiments
 from fusion_core.baselines import BASELINES
+from fusion_core.checkpoint import WEIGHTS_NAME
 from fusion_core.cli import main
 from fusion_core.config import TrainConfig
-from fusion_core.checkpoint import WEIGHTS_NAME
 from fusion_core.experiments import ABLATION_VARIANTS, percent_above, run_ablation, run_comparison, split_steps
 from fusion_core.imaging import write_png
 from fusion_core.metrics import PAPER_METRICS
@@ -74,6 +74,7 @@ def test_split_steps_gives_three_quarters_to_stage_1_and_at_least_one_step_each(
         split_steps(1)
 
 
+@pytest.mark.slow
 def test_ablation_trains_every_variant_the_same_steps_and_seed(ablation):
     assert list(ablation.runs) == list(ABLATION_VARIANTS)
     assert (ablation.plan.stage1_steps, ablation.plan.stage2_steps) == (3, 1)
@@ -85,6 +86,7 @@ def test_ablation_trains_every_variant_the_same_steps_and_seed(ablation):
     assert len(parameters) > 1  # the switches really change the networks
 
 
+@pytest.mark.slow
 def test_ablation_writes_the_table_curves_and_report(ablation):
     files = ablation.files
     with open(files["ablation_csv"]) as handle:
@@ -101,6 +103,7 @@ def test_ablation_writes_the_table_curves_and_report(ablation):
     assert all(f"| {name} |" in report.split("## Training wall time")[1] for name in ABLATION_VARIANTS)
 
 
+@pytest.mark.slow
 def test_second_ablation_run_reuses_finished_variants(ablation, data, monkeypatch):
     before = _weights_mtimes(ablation.out_dir)
     monkeypatch.setattr(experiments, "train", _refuse_training)
@@ -111,11 +114,13 @@ def test_second_ablation_run_reuses_finished_variants(ablation, data, monkeypatc
     assert [run.stage_seconds for run in again.runs.values()] == [run.stage_seconds for run in ablation.runs.values()]
 
 
+@pytest.mark.slow
 def test_ablation_refuses_a_folder_trained_with_other_settings(ablation, data):
     with pytest.raises(ValueError, match="other settings"):
         _ablation(data, ablation.out_dir, steps=6)
 
 
+@pytest.mark.slow
 def test_interrupted_variant_resumes_at_stage_2(data, tmp_path, monkeypatch):
     class Interrupt(Exception):
         pass
@@ -139,6 +144,7 @@ def test_interrupted_variant_resumes_at_stage_2(data, tmp_path, monkeypatch):
     assert [(line["stage"], line["step"]) for line in map(json.loads, log)] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 1)]
 
 
+@pytest.mark.slow
 def test_budget_is_converted_to_steps_once_and_kept(data, tmp_path, monkeypatch):
     first = _ablation(data, tmp_path, steps=None, budget_minutes=0.01, variants=("DFE_3",))
     plan = first.plan

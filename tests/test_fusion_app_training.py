@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import make_pair
@@ -28,6 +29,7 @@ def _run(trainer: Trainer, tiny_config, data: Path, out: Path) -> TrainingJob:
     return job
 
 
+@pytest.mark.slow
 def test_chunked_run_equals_one_run(tiny_config, rng, tmp_path):
     data = tmp_path / "pairs"
     for index in range(2):

@@ -103,6 +103,7 @@ def fixed_batch(seed=0):
     return torch.cat([a.expand(2, 1, 32, 32), b.clamp(0, 1)], dim=1) * 2 - 1
 
 
+@pytest.mark.slow
 def test_stage1_loss_decreases_with_adam(tiny_config):
     torch.manual_seed(0)
     pipeline = FusionPipeline(tiny_config)
@@ -119,6 +120,7 @@ def test_stage1_loss_decreases_with_adam(tiny_config):
     assert losses[-1] < 0.8 * losses[0]
 
 
+@pytest.mark.slow
 def test_stage2_loss_decreases_with_adam_and_the_unet_frozen(tiny_config):
     torch.manual_seed(0)
     pipeline = FusionPipeline(tiny_config)

@@ -5,13 +5,13 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import ALL_PRESETS, tiny
 from fusion_core.config import PRESETS
 from fusion_core.diffusion import GaussianDiffusion
 from fusion_core.layers.embeddings import FeatureWiseAffine
 from fusion_core.losses import FusionLoss
 from fusion_core.models.fusion_head import CrossLayerFusionHead
 from fusion_core.models.unet import DenoisingUNet
-from conftest import ALL_PRESETS, tiny
 
 SIZE = 32
 TIMESTEPS = torch.tensor([[5, 50, 100], [5, 50, 100]])  # (B, T) feature timesteps for a batch of two

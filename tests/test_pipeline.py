@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ALL_PRESETS, make_pair, tiny
 from fusion_core.color import luma, rgb_to_ycbcr
 from fusion_core.config import PRESETS
 from fusion_core.pipeline import DEFAULT_SEED, FusionPipeline
-from conftest import ALL_PRESETS, make_pair, tiny
 
 STAGES = [f"{side}{i}" for side in ("down", "up") for i in range(1, 5)]
 

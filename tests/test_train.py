@@ -111,6 +111,7 @@ def _assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.T
     assert not different
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 2])
 def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tiny_config, dataset, tmp_path, stage):
     whole = _pipeline(tiny_config)
@@ -163,6 +164,7 @@ def test_train_log_lines_are_json_with_the_stage_losses(tiny_config, dataset, tm
         assert all(math.isfinite(line[name]) for name in STAGE_LOSSES[stage])
 
 
+@pytest.mark.slow
 def test_gate_lr_trains_the_head_and_only_the_gate_branches_of_the_unet(tiny_config, dataset, tmp_path):
     pipeline = _pipeline(tiny_config)
     before = {name: t.clone() for name, t in pipeline.unet.state_dict().items()}
@@ -177,8 +179,9 @@ def test_gate_lr_trains_the_head_and_only_the_gate_branches_of_the_unet(tiny_con
     _assert_same_weights(frozen.unet.state_dict(), before)
 
 
+@pytest.mark.slow
 def test_stage_two_logs_its_validation_rank_at_step_zero_and_every_n_steps(tiny_config, dataset, tmp_path):
-    pairs = [(a, b) for a, b in zip(dataset.a, dataset.b)]
+    pairs = list(zip(dataset.a, dataset.b, strict=True))
     result = train(_pipeline(tiny_config), dataset, _train_config(2, 4, validate_every=2), tmp_path,
                    validation=ValidationSet(pairs))
     lines = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
@@ -192,12 +195,13 @@ def test_stage_two_logs_its_validation_rank_at_step_zero_and_every_n_steps(tiny_
 
 
 def test_stage_one_logs_no_validation(tiny_config, dataset, tmp_path):
-    pairs = [(a, b) for a, b in zip(dataset.a, dataset.b)]
+    pairs = list(zip(dataset.a, dataset.b, strict=True))
     train(_pipeline(tiny_config), dataset, _train_config(1, 2, validate_every=1), tmp_path,
           validation=ValidationSet(pairs))
     assert all("validation" not in json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines())
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_ends_with_identical_weights_on_both_ranks(tiny_config, data_dir, tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_pair
 from fusion_core.baselines import BASELINES
 from fusion_core.cli import main
 from fusion_core.evaluate import mean_ranks
 from fusion_core.metrics import PAPER_METRICS, compute_metrics
 from fusion_core.pipeline import FusionPipeline
 from fusion_core.validation import NETWORK, ValidationSet, measure_gates
-from conftest import make_pair
 
 
 class _Copy:

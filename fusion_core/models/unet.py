@@ -139,7 +139,7 @@ class DenoisingUNet(nn.Module):
         h = self.stem(x)
         # 2. encoder: DFE + GFS, keep the skip, downsample
         skips = []
-        for i, (stage, down) in enumerate(zip(self.down, self.downsample), start=1):
+        for i, (stage, down) in enumerate(zip(self.down, self.downsample, strict=True), start=1):
             h = stage(h, t_emb, f"down{i}", record)
             skips.append(h)
             h = down(h)
@@ -149,7 +149,7 @@ class DenoisingUNet(nn.Module):
             record.record_gate("mid", gate)
         # 4. decoder: upsample, concatenate the skip, DFE + GFS
         features = []
-        for i, (upsample, stage) in enumerate(zip(self.upsample, self.up), start=1):
+        for i, (upsample, stage) in enumerate(zip(self.upsample, self.up, strict=True), start=1):
             h = torch.cat([upsample(h), skips.pop()], dim=1)
             h = stage(h, t_emb, f"up{i}", record)
             features.append(h)
