@@ -272,6 +272,7 @@ def test_training_makes_a_selectable_checkpoint(fusion_app, tabs):
     assert f"by **{name}**" in notes and "random weights" not in notes
 
 
+@pytest.mark.slow
 def test_progress_sends_the_loss_curve_only_when_it_has_new_points(fusion_app, tabs):
     view = tabs.train
     ended = follow(fusion_app, tabs, train(fusion_app, tabs, stage="1", steps=2, batch=1))
@@ -338,6 +339,7 @@ def test_api_reports_a_bad_upload(client, tmp_path):
                        AUTO, app.DEFAULT_WINDOW, 0, app.DEFAULT_WINDOW, 0, "", 0, False, False, api_name="/fuse")
 
 
+@pytest.mark.slow
 def test_api_evaluates_then_trains_and_follows_the_run(client):
     summary, means, *_ = client.predict(None, "MRI + PET", AUTO, "standard", api_name="/evaluate")
     assert "2 pairs" in summary and "| DGD-Fusion |" in means

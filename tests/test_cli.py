@@ -122,6 +122,7 @@ def test_fuse_refuses_bad_names_and_timesteps_in_one_line(pairs, checkpoint, tmp
 # ---------------------------------------------------------------------------------------- evaluate, split
 
 
+@pytest.mark.slow
 def test_evaluate_tabulates_the_network_and_a_baseline(tmp_path, checkpoint, capsys):
     root = _write_pairs(tmp_path / "pairs", ("001", "002"))
     out = tmp_path / "evaluation"

@@ -193,6 +193,7 @@ def test_fuse_methods_gives_each_method_a_gray_a_and_returns_uint8():
         fuse_methods({"cropped": lambda a, b: b[1:]}, a, b, pair="p")
 
 
+@pytest.mark.slow
 def test_score_methods_scores_against_the_stored_sources_and_matches_evaluate_folder(tmp_path):
     root = _make_ivf_folder(tmp_path / "pairs", names=("001",))
     a, b = read_image(root / "ir" / "001.png"), read_image(root / "vi" / "001.png")

@@ -262,6 +262,7 @@ def test_train_command_loss_weights_are_saved_with_the_checkpoint(tiny_config, d
     assert loss.gradient == 3.5 and loss.intensity == tiny_config.loss.intensity
 
 
+@pytest.mark.slow
 def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir, tmp_path, restore_sigint):
     start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
     out = tmp_path / "out"
