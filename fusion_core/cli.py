@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .baselines import BASELINES
-from .checkpoint import WEIGHTS_NAME, load_pipeline
+from .checkpoint import is_checkpoint, load_pipeline
 from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig
 from .data import PairDataset, find_pairs, write_split
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
@@ -122,7 +122,7 @@ def _with_loss_weights(pipeline: FusionPipeline, args: argparse.Namespace) -> Fu
 
 def _run_train(args: argparse.Namespace) -> int:
     context = setup_distributed(args.device)
-    resuming = args.resume and (Path(args.out) / WEIGHTS_NAME).exists()
+    resuming = args.resume and is_checkpoint(args.out)
     source = args.out if resuming else args.init  # a resumed run keeps its own config (loss weights, head)
     pipeline = load_pipeline(source) if source else build_pipeline(PRESETS[args.preset])
     pipeline = _with_loss_weights(pipeline, args)

@@ -3,9 +3,12 @@
 Stage 1 trains the denoising UNet with the diffusion loss; stage 2 freezes it and trains the fusion head
 with the unsupervised fusion loss (optionally with the UNet's GFS gates, ``TrainConfig.gate_lr``). Adam, lr 1e-4 (the paper). Everything random in step s (which pairs,
 where they are cropped, the flips, the timesteps and the noise) comes from a generator seeded with
-(seed, step, rank), so a resumed run continues exactly where it stopped. Checkpoints are whole folders
-written atomically (weights, optimiser state, step); a stop request saves and returns. Under torchrun the
-trained module is wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 writes.
+(seed, step, rank), so a resumed run continues exactly where it stopped.
+
+A checkpoint (weights, optimiser state, step) is one atomic unit (checkpoint.py): a run killed at any moment,
+even in the middle of a save, resumes from the last checkpoint as a whole and ends bit-identical to a run
+never stopped. A stop request saves and returns. Under torchrun the trained module is wrapped in
+DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import WEIGHTS_NAME, load_pipeline, save_pipeline
+from .checkpoint import CheckpointError, is_checkpoint, load_pipeline, read_checkpoint_file, save_pipeline
 from .color import LUMA_WEIGHTS
 from .config import TrainConfig
 from .data import PairDataset
@@ -312,15 +315,18 @@ def _wrap(module: nn.Module, context: DistributedContext) -> nn.Module:
 
 def _restore(pipeline: FusionPipeline, optimizer: torch.optim.Optimizer, config: TrainConfig, out_dir: Path,
              resume: bool, device: torch.device) -> tuple[int, float]:
-    """Load weights (and, for the same stage, optimiser state and step). Returns (start step, wall so far)."""
-    if not resume or not (out_dir / WEIGHTS_NAME).exists():
+    """Load weights (and, for the same stage, optimiser state and step). Returns (start step, wall so far).
+
+    All of it from the one committed checkpoint in ``out_dir``, checked against its manifest.
+    """
+    if not resume or not is_checkpoint(out_dir):
         return 0, 0.0
     state = read_train_state(out_dir)
     pipeline.load_state_dict(load_pipeline(out_dir).state_dict())
     pipeline.to(device)
     if state.get("stage") != config.stage:
         return 0, 0.0
-    optimizer.load_state_dict(_optimizer_from_file(out_dir / OPTIMIZER_NAME, state["param_groups"], device))
+    optimizer.load_state_dict(_optimizer_state(out_dir, state["param_groups"], device))
     return int(state["step"]), float(state.get("wall_seconds", 0.0))
 
 
@@ -364,19 +370,22 @@ def _save(pipeline: FusionPipeline, optimizer: torch.optim.Optimizer, config: Tr
     return save_pipeline(out_dir, pipeline, card, extras)
 
 
-def _optimizer_from_file(path: Path, param_groups: list[dict], device: torch.device) -> dict:
+def _optimizer_state(out_dir: Path, param_groups: list[dict], device: torch.device) -> dict:
     """Rebuild an optimiser state dict from flat safetensors (no pickle) and the groups in the JSON state."""
+    raw = read_checkpoint_file(out_dir, OPTIMIZER_NAME)
+    if raw is None:
+        raise CheckpointError(f"{out_dir} has {STATE_NAME} but no {OPTIMIZER_NAME}; resuming needs both")
     state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in load_file(path, device=str(device)).items():
+    for key, value in load(raw).items():
         index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+        state.setdefault(int(index), {})[name] = value.to(device)
     return {"state": state, "param_groups": param_groups}
 
 
 def read_train_state(out_dir: str | os.PathLike) -> dict:
     """The training state of a checkpoint folder ({} when there is none): stage, step, wall_seconds, ..."""
-    path = Path(out_dir) / STATE_NAME
-    return json.loads(path.read_text()) if path.exists() else {}
+    raw = read_checkpoint_file(out_dir, STATE_NAME)
+    return json.loads(raw) if raw is not None else {}
 
 
 def hardware_description() -> str:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from fusion_core import checkpoint
 from fusion_core.baselines import BASELINES
-from fusion_core.checkpoint import load_pipeline, save_pipeline
+from fusion_core.checkpoint import MANIFEST_NAME, WEIGHTS_NAME, load_pipeline, save_pipeline
 from fusion_core.cli import main
 from fusion_core.config import FusionConfig, TrainConfig
 from fusion_core.data import PairDataset
@@ -31,7 +31,7 @@ from fusion_core.validation import ValidationSet
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "MODEL_CARD.md", "optimizer.safetensors",
-                    "train_state.json", LOG_NAME}
+                    "train_state.json", MANIFEST_NAME, LOG_NAME}
 STAGE_LOSSES = {1: {"diffusion"}, 2: {"fusion", "intensity", "gradient", "ssim"}}
 
 DDP_SCRIPT = """
@@ -140,12 +140,15 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint_whole(tiny_config
     out = tmp_path / "run"
     train(_pipeline(tiny_config), dataset, _train_config(1, 2), out)
     before = {name: (out / name).read_bytes() for name in CHECKPOINT_FILES - {LOG_NAME}}
+    write = checkpoint._write_file
 
-    def crash_half_way(tensors, path, metadata=None):
-        Path(path).write_bytes(b"half a file")
-        raise OSError("disk full")
+    def crash_half_way_through_the_weights(path, data):
+        if path.name == WEIGHTS_NAME:
+            path.write_bytes(data[: len(data) // 2])
+            raise OSError("disk full")
+        write(path, data)
 
-    monkeypatch.setattr(checkpoint, "save_file", crash_half_way)
+    monkeypatch.setattr(checkpoint, "_write_file", crash_half_way_through_the_weights)
     with pytest.raises(OSError, match="disk full"):
         train(_pipeline(tiny_config), dataset, _train_config(1, 4), out, resume=True)
     assert {name: (out / name).read_bytes() for name in before} == before
