@@ -7,8 +7,11 @@ where they are cropped, the flips, the timesteps and the noise) comes from a gen
 
 A checkpoint (weights, optimiser state, step) is one atomic unit (checkpoint.py): a run killed at any moment,
 even in the middle of a save, resumes from the last checkpoint as a whole and ends bit-identical to a run
-never stopped. A stop request saves and returns. Under torchrun the trained module is wrapped in
-DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 writes.
+never stopped. The log ``train_log.jsonl`` is appended to at every ``log_every`` steps; a resumed run first
+drops the lines it is about to write again (those after its checkpoint's step), so the log holds each step
+once. A step's validation line is written before that step's checkpoint, so a kill loses none. A stop request
+saves and returns. Under torchrun the trained module is wrapped in DistributedDataParallel (gloo on CPU, nccl
+on CUDA); only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
 
     Args:
         resume: continue from the checkpoint in ``out_dir`` (same stage: from its step; an earlier stage:
-            its weights, from step 0).
+            its weights, from step 0), first dropping the log lines this run will write again.
         progress: called with a TrainProgress every ``config.log_every`` steps.
         stop: when set, the run saves a checkpoint and returns with ``stopped=True``.
         card: model card text written with every checkpoint.
@@ -123,6 +126,8 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
     pipeline.to(context.device)
     optimizer = torch.optim.Adam(_trainable(pipeline, config))
     start_step, elapsed = _restore(pipeline, optimizer, config, out_dir, resume, context.device)
+    if resume and context.is_main:
+        _drop_log_lines_after(out_dir, config.stage, start_step)
     _broadcast_weights(pipeline, context)
     model = _wrap(pipeline.unet if config.stage == 1 else _FeaturesAndHead(pipeline), context)
     run = _StepRunner(pipeline, model, dataset, config, context)
@@ -139,9 +144,9 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
         report = TrainProgress(config.stage, step, config.steps, losses, speed,
                                (config.steps - step) * config.batch_size * context.world_size / max(speed, 1e-9))
         if context.is_main:
-            report = _periodic(pipeline, dataset, config, out_dir, optimizer, report, clock.total(), card)
             if validate is not None and (step % max(config.validate_every, 1) == 0 or step == config.steps):
-                report = replace(report, validation=validate(step))
+                report = replace(report, validation=validate(step))  # logged before this step's checkpoint
+            report = _periodic(pipeline, dataset, config, out_dir, optimizer, report, clock.total(), card)
             due = step % config.log_every == 0 or report.checkpoint or report.validation is not None
             if progress is not None and (due or step == config.steps):
                 progress(report)
@@ -328,6 +333,32 @@ def _restore(pipeline: FusionPipeline, optimizer: torch.optim.Optimizer, config:
         return 0, 0.0
     optimizer.load_state_dict(_optimizer_state(out_dir, state["param_groups"], device))
     return int(state["step"]), float(state.get("wall_seconds", 0.0))
+
+
+def _drop_log_lines_after(out_dir: Path, stage: int, step: int) -> None:
+    """Drop the log lines a run resumed at (``stage``, ``step``) will write again, keeping each step once.
+
+    Those are the lines after that point (of this stage or a later one) and, for a run that starts its stage
+    at step 0, the stage's step-0 validation too. The log is rewritten atomically.
+    """
+    path = out_dir / LOG_NAME
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _logged_before(line, stage, step)]
+    if len(kept) < len(lines):
+        temporary = path.with_name(f".{LOG_NAME}.tmp")
+        temporary.write_text("".join(kept))
+        os.replace(temporary, path)
+
+
+def _logged_before(line: str, stage: int, step: int) -> bool:
+    try:
+        logged = json.loads(line)
+        position = (logged["stage"], logged["step"])
+    except (ValueError, KeyError, TypeError):  # a line cut short (a full disk): nothing to keep
+        return False
+    return position < (stage, step) or (step > 0 and position == (stage, step))
 
 
 def _periodic(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, out_dir: Path,

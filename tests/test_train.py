@@ -4,6 +4,7 @@ checkpoints, the JSON-lines log, a 2-process gloo run under torchrun, and the ``
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -111,6 +112,10 @@ def _assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.T
     assert not different
 
 
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tiny_config, dataset, tmp_path, stage):
     whole = _pipeline(tiny_config)
@@ -154,6 +159,42 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint_whole(tiny_config
     assert {name: (out / name).read_bytes() for name in before} == before
     assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES
     assert read_train_state(out)["step"] == 2
+
+
+def _crash_and_resume(tiny_config, dataset, out: Path, monkeypatch, progress=None) -> list[dict]:
+    """Stage 2, 4 steps, a checkpoint and a validation every 2 steps. The first run dies where the caller made it
+    raise "killed" (no final save, as after a kill); the second resumes with nothing patched. Returns the log."""
+    config = _train_config(2, 4, checkpoint_every=2, validate_every=2)
+    validation = ValidationSet([(dataset.a[0], dataset.b[0])])
+    with pytest.raises(RuntimeError, match="killed"):
+        train(_pipeline(tiny_config), dataset, config, out, progress=progress, validation=validation)
+    monkeypatch.undo()
+    train(_pipeline(tiny_config), dataset, config, out, resume=True, validation=validation)
+    return _log(out)
+
+
+def test_resumed_run_drops_the_log_lines_after_its_checkpoint(tiny_config, dataset, tmp_path, monkeypatch):
+    def killed_after_logging_step_3(report: TrainProgress) -> None:
+        if report.step == 3:
+            raise RuntimeError("killed")
+
+    lines = _crash_and_resume(tiny_config, dataset, tmp_path, monkeypatch, killed_after_logging_step_3)
+    assert [line["step"] for line in lines if "validation" not in line] == [1, 2, 3, 4]
+    assert [line["step"] for line in lines if "validation" in line] == [0, 2, 4]
+
+
+def test_a_steps_validation_is_logged_before_its_checkpoint(tiny_config, dataset, tmp_path, monkeypatch):
+    training = importlib.import_module("fusion_core.train")  # the module; fusion_core.train is also the function
+    save = training._save
+
+    def killed_right_after_saving(*args):
+        save(*args)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(training, "_save", killed_right_after_saving)
+    lines = _crash_and_resume(tiny_config, dataset, tmp_path, monkeypatch)
+    assert [line["step"] for line in lines if "validation" not in line] == [1, 2, 3, 4]
+    assert [line["step"] for line in lines if "validation" in line] == [0, 2, 4]
 
 
 @pytest.mark.parametrize("stage", [1, 2])
