@@ -3,7 +3,8 @@
 Stage 1 trains the denoising UNet with the diffusion loss; stage 2 freezes it and trains the fusion head
 with the unsupervised fusion loss (optionally with the UNet's GFS gates, ``TrainConfig.gate_lr``). Adam, lr 1e-4 (the paper). Everything random in step s (which pairs,
 where they are cropped, the flips, the timesteps and the noise) comes from a generator seeded with
-(seed, step, rank), so a resumed run continues exactly where it stopped.
+(seed, step, rank), and the initial weights from ``build_pipeline(config, generator)`` (the CLI seeds it
+with the same seed), so a resumed run continues exactly where it stopped.
 
 A checkpoint (weights, optimiser state, step) is one atomic unit (checkpoint.py): a run killed at any moment,
 even in the middle of a save, resumes from the last checkpoint as a whole and ends bit-identical to a run

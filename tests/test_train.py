@@ -315,3 +315,17 @@ def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir,
     assert last["step"] == 2
     assert last["fusion"] == pytest.approx(tiny_config.loss.intensity * last["intensity"] + 3.5 * last["gradient"]
                                            + tiny_config.loss.ssim * last["ssim"], rel=1e-4)
+
+
+def test_train_command_seed_draws_the_initial_weights(data_dir, tmp_path, restore_sigint):
+    def run(seed: int, name: str) -> FusionPipeline:
+        out = tmp_path / name
+        assert main(["train", "--data", str(data_dir), "--out", str(out), "--stage", "1", "--preset", "tiny",
+                     "--steps", "1", "--batch", "2", "--crop", "64", "--checkpoint-every", "0", "--preview-every", "0",
+                     "--seed", str(seed)]) == 0
+        return load_pipeline(out)
+
+    first, again, other = run(5, "first"), run(5, "again"), run(6, "other")
+    _assert_same_weights(first.state_dict(), again.state_dict())
+    head, other_head = first.head.state_dict(), other.head.state_dict()  # stage 1 leaves the head as drawn
+    assert any(not torch.equal(head[name], other_head[name]) for name in head)
