@@ -569,7 +569,7 @@ class FusionApp:
         root, data = _pairs_root(zip_path, task, out_dir.parent / "pairs")
         try:
             dataset = PairDataset(_find_pairs(root, out_dir.parent / "pairs"))
-            pipeline = self.models.fresh(start, options.preset)
+            pipeline = self.models.fresh(start, options.preset, TrainConfig.seed)  # the seed of _train_configs' runs
         except (ValueError, CheckpointError) as error:
             raise _fail(str(error).replace(str(out_dir.parent), "the zip")) from None
         configs = self._train_configs(options, pipeline.stride)

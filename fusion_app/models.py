@@ -86,10 +86,13 @@ class ModelStore:
                 self._cache[name] = (stamp, self._load(folder))
             return self._cache[name][1]
 
-    def fresh(self, name: str, preset: str) -> FusionPipeline:
-        """A new, uncached pipeline to train: the checkpoint ``name``, or random weights of ``preset``."""
+    def fresh(self, name: str, preset: str, seed: int) -> FusionPipeline:
+        """A new, uncached pipeline to train: the checkpoint ``name``, or random weights of ``preset`` drawn
+        from ``seed`` (the run's training seed, so the same run starts from the same weights)."""
         folder = self.folders().get(name)
-        return load_pipeline(folder) if folder else build_pipeline(PRESETS[preset])
+        if folder:
+            return load_pipeline(folder)
+        return build_pipeline(PRESETS[preset], torch.Generator().manual_seed(seed))
 
     def register(self, name: str, folder: Path) -> None:
         self.trained[name] = Path(folder)

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from .baselines import BASELINES
-from .checkpoint import DEFAULT_CHECKPOINT, WEIGHTS_NAME, load_pipeline
+from .checkpoint import DEFAULT_CHECKPOINT, WEIGHTS_NAME, is_checkpoint, load_pipeline
 from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig, parse_timesteps
 from .data import PairDataset, find_pairs, write_split
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
@@ -117,12 +117,13 @@ def _with_loss_weights(pipeline: FusionPipeline, args: argparse.Namespace) -> Fu
 
 def _run_train(args: argparse.Namespace) -> int:
     context = setup_distributed(args.device)
-    resuming = args.resume and (Path(args.out) / WEIGHTS_NAME).exists()
+    resuming = args.resume and is_checkpoint(args.out)
     source = args.out if resuming else args.init  # a resumed run keeps its own config (loss weights, head)
-    pipeline = load_pipeline(source) if source else build_pipeline(PRESETS[args.preset])
+    generator = torch.Generator().manual_seed(args.seed)  # --seed draws the initial weights too
+    pipeline = load_pipeline(source) if source else build_pipeline(PRESETS[args.preset], generator)
     pipeline = _with_loss_weights(pipeline, args)
     if args.head_output and args.head_output != pipeline.config.head.output:
-        pipeline = pipeline.with_head(dataclasses.replace(pipeline.config.head, output=args.head_output))
+        pipeline = pipeline.with_head(dataclasses.replace(pipeline.config.head, output=args.head_output), generator)
     dataset = PairDataset([pair for root in args.data for pair in find_pairs(root)])
     validation = ValidationSet.from_folder(args.val, args.seed) if args.val and context.is_main else None
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]

@@ -13,6 +13,7 @@ Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -141,11 +142,13 @@ class FusionPipeline(nn.Module):
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
 
-    def with_head(self, head: FusionHeadConfig) -> FusionPipeline:
-        """A pipeline with this UNet (its weights copied) and a freshly initialised head of config ``head``."""
+    def with_head(self, head: FusionHeadConfig, generator: torch.Generator | None = None) -> FusionPipeline:
+        """A pipeline with this UNet (its weights copied) and a freshly initialised head of config ``head``,
+        drawn from ``generator`` (a CPU generator; None: torch's global one)."""
         config = replace(self.config, head=head)
-        pipeline = FusionPipeline(config, trained=self.trained, tile_size=self.tile_size,
-                                  tile_overlap=self.tile_overlap).to(self.device)
+        with drawing_from(generator):
+            pipeline = FusionPipeline(config, trained=self.trained, tile_size=self.tile_size,
+                                      tile_overlap=self.tile_overlap).to(self.device)
         pipeline.unet.load_state_dict(self.unet.state_dict())
         return pipeline
 
@@ -288,6 +291,30 @@ def _crop(x: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> np
     return _numpy(x[..., :h, :w])
 
 
-def build_pipeline(config: FusionConfig) -> FusionPipeline:
-    """A pipeline with freshly initialised (untrained) weights, in eval mode."""
-    return FusionPipeline(config).eval()
+@contextmanager
+def drawing_from(generator: torch.Generator | None):
+    """Within the block, torch's global CPU generator draws from ``generator``, which then advances by
+    what was drawn; the global state is restored afterwards. Nothing changes when ``generator`` is None.
+
+    nn.Module initialisers take no generator argument, so this is how every parameter of a network built in
+    the block (whatever its layers' own init schemes) comes from ``generator``.
+    """
+    if generator is None:
+        yield
+        return
+    if generator.device.type != "cpu":
+        raise ValueError(f"weights are initialised on the CPU; pass a CPU generator, not one on {generator.device}")
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.set_state(generator.get_state())
+        yield
+        generator.set_state(torch.default_generator.get_state())
+
+
+def build_pipeline(config: FusionConfig, generator: torch.Generator | None = None) -> FusionPipeline:
+    """A pipeline with freshly initialised (untrained) weights, in eval mode.
+
+    Args:
+        generator: a CPU generator every initial weight is drawn from (None: torch's global generator).
+    """
+    with drawing_from(generator):
+        return FusionPipeline(config).eval()

@@ -3,10 +3,17 @@
 Stage 1 trains the denoising UNet with the diffusion loss; stage 2 freezes it and trains the fusion head
 with the unsupervised fusion loss (optionally with the UNet's GFS gates, ``TrainConfig.gate_lr``).
 Adam, lr 1e-4 (the paper). Everything random in step s (which pairs, where they are cropped, the flips,
-the timesteps and the noise) comes from a generator seeded with (seed, step, rank), so a resumed run
-continues exactly where it stopped. Checkpoints are whole folders written atomically (weights, optimiser
-state, step); a stop request saves and returns. Under torchrun the trained module is wrapped in
-DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 writes.
+the timesteps and the noise) comes from a generator seeded with (seed, step, rank), and the initial weights
+from ``build_pipeline(config, generator)`` (the CLI seeds it with the same seed), so a resumed run continues
+exactly where it stopped.
+
+A checkpoint (weights, optimiser state, step) is one atomic unit (checkpoint.py): a run killed at any moment,
+even in the middle of a save, resumes from the last checkpoint as a whole and ends bit-identical to a run
+never stopped. The log ``train_log.jsonl`` is appended to at every ``log_every`` steps; a resumed run first
+drops the lines it is about to write again (those after its checkpoint's step), so the log holds each step
+once. A step's validation line is written before that step's checkpoint, so a kill loses none. A stop request
+saves and returns. Under torchrun the trained module is wrapped in DistributedDataParallel (gloo on CPU, nccl
+on CUDA); only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -25,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import WEIGHTS_NAME, load_pipeline, save_pipeline
+from .checkpoint import CheckpointError, is_checkpoint, load_pipeline, read_checkpoint_file, save_pipeline
 from .color import LUMA_WEIGHTS
 from .config import TrainConfig
 from .data import PairDataset
@@ -109,7 +116,7 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
 
     Args:
         resume: continue from the checkpoint in ``out_dir`` (same stage: from its step; an earlier stage:
-            its weights, from step 0).
+            its weights, from step 0), first dropping the log lines this run will write again.
         progress: called with a TrainProgress every ``config.log_every`` steps.
         stop: when set, the run saves a checkpoint and returns with ``stopped=True``.
         card: model card text written with every checkpoint.
@@ -121,6 +128,8 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
     pipeline.to(context.device)
     optimizer = torch.optim.Adam(_trainable(pipeline, config))
     start_step, elapsed = _restore(pipeline, optimizer, config, out_dir, resume, context.device)
+    if resume and context.is_main:
+        _drop_log_lines_after(out_dir, config.stage, start_step)
     _broadcast_weights(pipeline, context)
     model = _wrap(pipeline.unet if config.stage == 1 else _FeaturesAndHead(pipeline), context)
     run = _StepRunner(pipeline, model, dataset, config, context)
@@ -137,9 +146,9 @@ def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, o
         report = TrainProgress(config.stage, step, config.steps, losses, speed,
                                (config.steps - step) * config.batch_size * context.world_size / max(speed, 1e-9))
         if context.is_main:
-            report = _periodic(pipeline, dataset, config, out_dir, optimizer, report, clock.total(), card)
             if validate is not None and (step % max(config.validate_every, 1) == 0 or step == config.steps):
-                report = replace(report, validation=validate(step))
+                report = replace(report, validation=validate(step))  # logged before this step's checkpoint
+            report = _periodic(pipeline, dataset, config, out_dir, optimizer, report, clock.total(), card)
             due = step % config.log_every == 0 or report.checkpoint or report.validation is not None
             if progress is not None and (due or step == config.steps):
                 progress(report)
@@ -314,16 +323,45 @@ def _wrap(module: nn.Module, context: DistributedContext) -> nn.Module:
 
 def _restore(pipeline: FusionPipeline, optimizer: torch.optim.Optimizer, config: TrainConfig, out_dir: Path,
              resume: bool, device: torch.device) -> tuple[int, float]:
-    """Load weights (and, for the same stage, optimiser state and step). Returns (start step, wall so far)."""
-    if not resume or not (out_dir / WEIGHTS_NAME).exists():
+    """Load weights (and, for the same stage, optimiser state and step). Returns (start step, wall so far).
+
+    All of it from the one committed checkpoint in ``out_dir``, checked against its manifest.
+    """
+    if not resume or not is_checkpoint(out_dir):
         return 0, 0.0
     state = read_train_state(out_dir)
     pipeline.load_state_dict(load_pipeline(out_dir).state_dict())
     pipeline.to(device)
     if state.get("stage") != config.stage:
         return 0, 0.0
-    optimizer.load_state_dict(_optimizer_from_file(out_dir / OPTIMIZER_NAME, state["param_groups"], device))
+    optimizer.load_state_dict(_optimizer_state(out_dir, state["param_groups"], device))
     return int(state["step"]), float(state.get("wall_seconds", 0.0))
+
+
+def _drop_log_lines_after(out_dir: Path, stage: int, step: int) -> None:
+    """Drop the log lines a run resumed at (``stage``, ``step``) will write again, keeping each step once.
+
+    Those are the lines after that point (of this stage or a later one) and, for a run that starts its stage
+    at step 0, the stage's step-0 validation too. The log is rewritten atomically.
+    """
+    path = out_dir / LOG_NAME
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _logged_before(line, stage, step)]
+    if len(kept) < len(lines):
+        temporary = path.with_name(f".{LOG_NAME}.tmp")
+        temporary.write_text("".join(kept))
+        os.replace(temporary, path)
+
+
+def _logged_before(line: str, stage: int, step: int) -> bool:
+    try:
+        logged = json.loads(line)
+        position = (logged["stage"], logged["step"])
+    except (ValueError, KeyError, TypeError):  # a line cut short (a full disk): nothing to keep
+        return False
+    return position < (stage, step) or (step > 0 and position == (stage, step))
 
 
 def _periodic(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, out_dir: Path,
@@ -366,19 +404,22 @@ def _save(pipeline: FusionPipeline, optimizer: torch.optim.Optimizer, config: Tr
     return save_pipeline(out_dir, pipeline, card, extras)
 
 
-def _optimizer_from_file(path: Path, param_groups: list[dict], device: torch.device) -> dict:
+def _optimizer_state(out_dir: Path, param_groups: list[dict], device: torch.device) -> dict:
     """Rebuild an optimiser state dict from flat safetensors (no pickle) and the groups in the JSON state."""
+    raw = read_checkpoint_file(out_dir, OPTIMIZER_NAME)
+    if raw is None:
+        raise CheckpointError(f"{out_dir} has {STATE_NAME} but no {OPTIMIZER_NAME}; resuming needs both")
     state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in load_file(path, device=str(device)).items():
+    for key, value in load(raw).items():
         index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+        state.setdefault(int(index), {})[name] = value.to(device)
     return {"state": state, "param_groups": param_groups}
 
 
 def read_train_state(out_dir: str | os.PathLike) -> dict:
     """The training state of a checkpoint folder ({} when there is none): stage, step, wall_seconds, ..."""
-    path = Path(out_dir) / STATE_NAME
-    return json.loads(path.read_text()) if path.exists() else {}
+    raw = read_checkpoint_file(out_dir, STATE_NAME)
+    return json.loads(raw) if raw is not None else {}
 
 
 def hardware_description() -> str:

@@ -1,19 +1,57 @@
-"""Checkpoint folders: save -> load gives identical outputs; pickles, corrupt weights and wrong configs refused."""
+"""Checkpoint folders: save -> load gives identical outputs; a save is atomic as a whole (a failed or cut-short
+save leaves the old checkpoint or the new one); files changed after saving, pickles, corrupt weights and wrong
+configs are refused; folders without a manifest (bundled, hand-made) load as they are."""
 
+import copy
+import hashlib
 import json
+import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import make_pair
-from fusion_core.checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_pipeline, save_pipeline
+from fusion_core import checkpoint
+from fusion_core.checkpoint import (
+    CARD_NAME,
+    CONFIG_NAME,
+    MANIFEST_NAME,
+    PENDING_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    finish_pending,
+    is_checkpoint,
+    load_pipeline,
+    read_checkpoint_file,
+    save_pipeline,
+)
+from fusion_core.pipeline import FusionPipeline
+
+BUNDLED = sorted(p for p in (Path(__file__).resolve().parent.parent / "assets" / "checkpoints").iterdir() if p.is_dir())
 
 
 @pytest.fixture
 def saved(tmp_path, tiny_pipeline):
     return save_pipeline(tmp_path / "model", tiny_pipeline, card="# tiny test model\n")
+
+
+@pytest.fixture
+def hand_made(saved):
+    """A folder with the files of a checkpoint and no manifest, as a person (or an older version) makes it."""
+    (saved / MANIFEST_NAME).unlink()
+    return saved
+
+
+def _changed(pipeline: FusionPipeline) -> FusionPipeline:
+    """A copy of ``pipeline`` with other weights."""
+    other = copy.deepcopy(pipeline)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(1)
+    return other
 
 
 @pytest.fixture
@@ -26,9 +64,14 @@ def no_unpickling(monkeypatch):
         monkeypatch.setattr(module, name, refuse)
 
 
-def test_save_writes_the_three_files(saved, tiny_pipeline):
-    assert {p.name for p in saved.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
+def test_save_writes_the_three_files_and_their_manifest(saved, tiny_pipeline):
+    assert {p.name for p in saved.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, MANIFEST_NAME}
     assert (saved / CARD_NAME).read_text() == "# tiny test model\n"
+    entries = json.loads((saved / MANIFEST_NAME).read_text())["files"]
+    assert list(entries) == [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]
+    for name, entry in entries.items():
+        data = (saved / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     config = json.loads((saved / CONFIG_NAME).read_text())
     assert config["format"] == "dgd-fusion/2"
     assert config["unet"]["channels"] == list(tiny_pipeline.config.unet.channels)
@@ -62,11 +105,117 @@ def test_loaded_pipeline_fuses_bit_identically(saved, tiny_pipeline, rng):
     assert after.warnings == ()
 
 
-def test_saving_again_overwrites_and_keeps_other_files(saved, tiny_pipeline):
+def test_saving_again_replaces_the_checkpoint_and_keeps_other_files(saved, tiny_pipeline):
+    save_pipeline(saved, tiny_pipeline, extras={"train_state.json": b"{}"})
     (saved / "train_log.jsonl").write_text("{}\n")
     save_pipeline(saved, tiny_pipeline)
     assert (saved / "train_log.jsonl").exists()
+    assert not (saved / "train_state.json").exists()  # a file of the old checkpoint only
     assert not [p for p in saved.iterdir() if p.name.startswith(".")]
+
+
+def test_a_file_the_manifest_does_not_name_is_not_part_of_the_checkpoint(saved):
+    (saved / "train_state.json").write_text("{}")  # say, copied in from another run
+    assert read_checkpoint_file(saved, "train_state.json") is None
+    (saved / MANIFEST_NAME).unlink()
+    assert read_checkpoint_file(saved, "train_state.json") == b"{}"  # without a manifest: read as it is
+
+
+def test_a_save_that_fails_before_its_commit_leaves_the_old_checkpoint(saved, tiny_pipeline, monkeypatch):
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    write = checkpoint._write_file
+
+    def disk_full_at_the_manifest(path, data):
+        if path.name.endswith(MANIFEST_NAME):
+            raise OSError("disk full")
+        write(path, data)
+
+    monkeypatch.setattr(checkpoint, "_write_file", disk_full_at_the_manifest)
+    with pytest.raises(OSError, match="disk full"):
+        save_pipeline(saved, _changed(tiny_pipeline))
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+
+def test_a_save_cut_short_in_its_switch_reads_as_the_new_checkpoint(saved, tiny_pipeline, monkeypatch):
+    new = _changed(tiny_pipeline)
+    replace = os.replace
+
+    def stop_at_the_weights(source, target):
+        if Path(target).name == WEIGHTS_NAME:
+            raise KeyboardInterrupt  # after the commit and the config, before the weights move in
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", stop_at_the_weights)
+    with pytest.raises(KeyboardInterrupt):
+        save_pipeline(saved, new)
+    monkeypatch.setattr(os, "replace", replace)
+    staged = sorted(p.name for p in (saved / PENDING_NAME).iterdir())
+    assert staged == sorted([WEIGHTS_NAME, CARD_NAME, MANIFEST_NAME])
+    loaded = load_pipeline(saved).state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in new.state_dict().items())
+    assert sorted(p.name for p in (saved / PENDING_NAME).iterdir()) == staged  # reading changed nothing
+    finish_pending(saved)
+    assert not (saved / PENDING_NAME).exists()
+    assert json.loads((saved / MANIFEST_NAME).read_text())["files"][WEIGHTS_NAME]["sha256"] == \
+        hashlib.sha256((saved / WEIGHTS_NAME).read_bytes()).hexdigest()
+
+
+def test_a_first_save_cut_short_right_after_its_commit_is_a_checkpoint(tmp_path, tiny_pipeline, monkeypatch):
+    folder, replace = tmp_path / "run", os.replace
+    assert not is_checkpoint(folder)
+
+    def stop_at_the_switch(source, target):
+        if Path(target).parent == folder:  # committed, nothing moved into the folder yet
+            raise KeyboardInterrupt
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", stop_at_the_switch)
+    with pytest.raises(KeyboardInterrupt):
+        save_pipeline(folder, tiny_pipeline)
+    assert [p.name for p in folder.iterdir()] == [PENDING_NAME]
+    assert is_checkpoint(folder) and load_pipeline(folder).config == tiny_pipeline.config
+
+
+@pytest.mark.parametrize("name, change", [
+    (WEIGHTS_NAME, lambda raw: raw[:-1] + bytes([raw[-1] ^ 1])),  # one bit: still a valid safetensors file
+    (CONFIG_NAME, lambda raw: raw.replace(b'"dropout": 0.0', b'"dropout": 0.5')),
+    (WEIGHTS_NAME, lambda raw: raw[: len(raw) // 2]),
+], ids=["weights-bit", "config-edit", "weights-cut"])
+def test_a_file_changed_after_saving_is_refused_naming_the_manifest(saved, name, change):
+    path = saved / name
+    path.write_bytes(change(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=f"differs from its entry in {MANIFEST_NAME}"):
+        load_pipeline(saved)
+    path.unlink()
+    with pytest.raises(CheckpointError, match=f"missing or differs from its entry in {MANIFEST_NAME}"):
+        load_pipeline(saved)
+
+
+def test_the_model_card_may_be_edited(saved):
+    (saved / CARD_NAME).write_text("# evaluated: see below\n")
+    assert load_pipeline(saved).trained
+
+
+def test_a_manifest_naming_files_outside_the_folder_is_refused(saved, tiny_pipeline):
+    outside = saved.parent / "outside"
+    outside.write_text("keep me")
+    (saved / MANIFEST_NAME).write_text(json.dumps({"files": {"../outside": {"sha256": "0", "bytes": 7}}}))
+    with pytest.raises(CheckpointError, match="not a DGD-Fusion manifest"):
+        load_pipeline(saved)
+    with pytest.raises(CheckpointError, match="not a DGD-Fusion manifest"):
+        save_pipeline(saved, tiny_pipeline)  # a switch removes the files of the old manifest
+    assert outside.read_text() == "keep me" and not (saved / PENDING_NAME).exists()
+
+
+@pytest.mark.parametrize("folder", BUNDLED, ids=[p.name for p in BUNDLED])
+def test_bundled_checkpoints_without_a_manifest_load(folder):
+    assert not (folder / MANIFEST_NAME).exists()
+    assert load_pipeline(folder).trained
+
+
+def test_a_folder_without_a_manifest_loads_as_it_is(hand_made, tiny_pipeline):
+    loaded = load_pipeline(hand_made).state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in tiny_pipeline.state_dict().items())
 
 
 def test_a_pickled_file_in_the_folder_is_refused_unopened(tmp_path, tiny_pipeline, no_unpickling):
@@ -85,10 +234,10 @@ def test_a_path_to_a_pickled_file_is_refused_unopened(tmp_path, tiny_pipeline, s
         load_pipeline(path)
 
 
-def test_a_pickle_named_like_safetensors_is_refused_unopened(saved, tiny_pipeline, no_unpickling):
-    torch.save(tiny_pipeline.state_dict(), saved / WEIGHTS_NAME)
+def test_a_pickle_named_like_safetensors_is_refused_unopened(hand_made, tiny_pipeline, no_unpickling):
+    torch.save(tiny_pipeline.state_dict(), hand_made / WEIGHTS_NAME)
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
-        load_pipeline(saved)
+        load_pipeline(hand_made)
 
 
 @pytest.mark.parametrize("corrupt", [
@@ -97,11 +246,11 @@ def test_a_pickle_named_like_safetensors_is_refused_unopened(saved, tiny_pipelin
     lambda raw: b"",
     lambda raw: raw[:8] + b"{" * 20 + raw[28:],
 ], ids=["half", "last_byte_cut", "empty", "garbled_header"])
-def test_corrupted_weights_are_refused(saved, corrupt):
-    weights = saved / WEIGHTS_NAME
+def test_corrupted_weights_are_refused(hand_made, corrupt):
+    weights = hand_made / WEIGHTS_NAME
     weights.write_bytes(corrupt(weights.read_bytes()))
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
-        load_pipeline(saved)
+        load_pipeline(hand_made)
 
 
 @pytest.mark.parametrize("section, key, value", [
@@ -110,44 +259,44 @@ def test_corrupted_weights_are_refused(saved, corrupt):
     ("unet", "channels", [4, 8, 8]),  # fewer stages: missing and unexpected names
     ("head", "use_glsa", False),
 ])
-def test_a_config_that_does_not_match_the_weights_is_refused(saved, section, key, value):
-    config = json.loads((saved / CONFIG_NAME).read_text())
+def test_a_config_that_does_not_match_the_weights_is_refused(hand_made, section, key, value):
+    config = json.loads((hand_made / CONFIG_NAME).read_text())
     config[section][key] = value
-    (saved / CONFIG_NAME).write_text(json.dumps(config))
+    (hand_made / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="does not match"):
-        load_pipeline(saved)
+        load_pipeline(hand_made)
 
 
-def test_a_config_that_is_not_dgd_fusion_is_refused(saved):
-    config = json.loads((saved / CONFIG_NAME).read_text())
+def test_a_config_that_is_not_dgd_fusion_is_refused(hand_made):
+    config = json.loads((hand_made / CONFIG_NAME).read_text())
     del config["format"]
-    (saved / CONFIG_NAME).write_text(json.dumps(config))
+    (hand_made / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="not a dgd-fusion/2 config"):
-        load_pipeline(saved)
+        load_pipeline(hand_made)
 
 
-def test_a_checkpoint_of_the_first_format_is_refused_with_the_fix(saved):
-    config = json.loads((saved / CONFIG_NAME).read_text())
+def test_a_checkpoint_of_the_first_format_is_refused_with_the_fix(hand_made):
+    config = json.loads((hand_made / CONFIG_NAME).read_text())
     config["format"] = "dgd-fusion/1"
-    (saved / CONFIG_NAME).write_text(json.dumps(config))
+    (hand_made / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="earlier DGD-Fusion.*retrain"):
-        load_pipeline(saved)
+        load_pipeline(hand_made)
 
 
-def test_unreadable_or_unknown_config_is_refused(saved):
-    config = json.loads((saved / CONFIG_NAME).read_text())
+def test_unreadable_or_unknown_config_is_refused(hand_made):
+    config = json.loads((hand_made / CONFIG_NAME).read_text())
     config["unet"]["widths"] = [1, 2]
-    (saved / CONFIG_NAME).write_text(json.dumps(config))
+    (hand_made / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="widths"):
-        load_pipeline(saved)
-    (saved / CONFIG_NAME).write_text("{not json")
+        load_pipeline(hand_made)
+    (hand_made / CONFIG_NAME).write_text("{not json")
     with pytest.raises(CheckpointError, match="cannot read"):
-        load_pipeline(saved)
+        load_pipeline(hand_made)
 
 
-def test_missing_folder_or_weights_are_refused(tmp_path, saved):
+def test_missing_folder_or_weights_are_refused(tmp_path, hand_made):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_pipeline(tmp_path / "nowhere")
-    (saved / WEIGHTS_NAME).unlink()
+    (hand_made / WEIGHTS_NAME).unlink()
     with pytest.raises(CheckpointError, match=f"no {WEIGHTS_NAME}"):
-        load_pipeline(saved)
+        load_pipeline(hand_made)

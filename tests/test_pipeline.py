@@ -7,7 +7,7 @@ import torch
 from conftest import ALL_PRESETS, make_pair, tiny
 from fusion_core.color import luma, rgb_to_ycbcr
 from fusion_core.config import PRESETS
-from fusion_core.pipeline import DEFAULT_SEED, FusionPipeline
+from fusion_core.pipeline import DEFAULT_SEED, FusionPipeline, build_pipeline
 
 STAGES = [f"{side}{i}" for side in ("down", "up") for i in range(1, 5)]
 
@@ -216,3 +216,17 @@ def test_random_weights_are_reported(tiny_pipeline, tiny_config, rng):
     assert any("random weights" in w for w in tiny_pipeline.fuse(a, b).warnings)
     trained = FusionPipeline(tiny_config, trained=True).eval()
     assert trained.fuse(a, b).warnings == ()
+
+
+def test_build_pipeline_draws_every_initial_weight_from_its_generator(tiny_config):
+    torch.manual_seed(1)  # a different global state before each build: none of it may leak into the weights
+    first = build_pipeline(tiny_config, seeded(7)).state_dict()
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    generator = seeded(7)
+    again = build_pipeline(tiny_config, generator).state_dict()
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's global generator is left as it was
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not torch.equal(generator.get_state(), seeded(7).get_state())  # it advanced by what was drawn
+    other = build_pipeline(tiny_config, seeded(8)).state_dict()
+    assert any(not torch.equal(first[name], other[name]) for name in first)

@@ -1,9 +1,11 @@
-"""Training on a tiny config and a tiny synthetic dataset in tmp_path: exact resume, stop requests, atomic
-checkpoints, the JSON-lines log, a 2-process gloo run under torchrun, and the ``train`` command line."""
+"""Training on a tiny config and a tiny synthetic dataset in tmp_path: exact resume (after a stop, a crash, or a
+SIGKILL at any file of a checkpoint), stop requests, atomic checkpoints, the JSON-lines log with each step once,
+a 2-process gloo run under torchrun, and the ``train`` command line (its seed draws the initial weights)."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -20,7 +22,7 @@ from safetensors.torch import load_file
 
 from fusion_core import checkpoint
 from fusion_core.baselines import BASELINES
-from fusion_core.checkpoint import load_pipeline, save_pipeline
+from fusion_core.checkpoint import MANIFEST_NAME, PENDING_NAME, WEIGHTS_NAME, load_pipeline, save_pipeline
 from fusion_core.cli import main
 from fusion_core.config import FusionConfig, TrainConfig
 from fusion_core.data import PairDataset
@@ -31,7 +33,7 @@ from fusion_core.validation import ValidationSet
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "MODEL_CARD.md", "optimizer.safetensors",
-                    "train_state.json", LOG_NAME}
+                    "train_state.json", MANIFEST_NAME, LOG_NAME}
 STAGE_LOSSES = {1: {"diffusion"}, 2: {"fusion", "intensity", "gradient", "ssim"}}
 
 DDP_SCRIPT = """
@@ -58,6 +60,70 @@ report = {"world_size": context.world_size, "backend": dist.get_backend(), "step
           "losses": result.losses}
 (out / f"rank{context.rank}.json").write_text(json.dumps(report))
 dist.destroy_process_group()
+"""
+
+KILL_SCRIPT = """
+import importlib
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from fusion_core import checkpoint
+from fusion_core.cli import main
+
+training = importlib.import_module("fusion_core.train")  # the module (fusion_core.train is also the function)
+
+
+def kill_after(save, event):
+    # SIGKILL this process right after the event-th file written or renamed during checkpoint save number save.
+    saves, events = [0], [0]
+    save_pipeline = training.save_pipeline
+
+    def counting_saves(*args, **kwargs):
+        saves[0] += 1
+        return save_pipeline(*args, **kwargs)
+
+    def killing(function):
+        def wrapper(*args, **kwargs):
+            result = function(*args, **kwargs)
+            if saves[0] == save:
+                events[0] += 1
+                if events[0] == event:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return result
+        return wrapper
+
+    training.save_pipeline = counting_saves
+    checkpoint._write_file = killing(checkpoint._write_file)
+    os.replace = killing(os.replace)
+
+
+# One interpreter for every kill point, each run in a forked child: importing torch and a first run take
+# seconds, a fork milliseconds. The parent's own run, never killed, is the reference (and the warm-up).
+# argv[2] lists the saves to kill in: "2" after each file in turn (until a child runs past the last), "1:1"
+# after the first file only.
+root, plan, command = Path(sys.argv[1]), sys.argv[2].split(","), sys.argv[3:]
+assert main([*command, "--out", str(root / "whole")]) == 0
+statuses = {}
+for entry in plan:
+    save, _, only = entry.partition(":")
+    statuses[save] = []
+    while not statuses[save] or (statuses[save][-1] == -signal.SIGKILL and not only):
+        event = int(only) if only else len(statuses[save]) + 1
+        pid = os.fork()
+        if pid == 0:  # the child never returns to this loop
+            code = 1
+            try:
+                kill_after(int(save), event)
+                code = main([*command, "--out", str(root / f"{save}-{event}")])
+            except BaseException:
+                traceback.print_exc()
+            os._exit(code)
+        statuses[save].append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+(root / "statuses.json").write_text(json.dumps(statuses))
 """
 
 
@@ -105,10 +171,40 @@ def _stop_at(step: int, stop: threading.Event):
     return progress
 
 
-def _assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:
+def _assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor], what: object = "") -> None:
     assert left.keys() == right.keys()
     different = [name for name in left if not torch.equal(left[name].cpu(), right[name].cpu())]
-    assert not different
+    assert not different, what
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+
+
+def _killable_command(data: Path) -> list[str]:
+    """A seeded stage-1 run from random weights of the tiny preset: 3 steps, checkpoints at step 2 and at the end."""
+    return ["train", "--data", str(data), "--stage", "1", "--preset", "tiny", "--steps", "3", "--batch", "2",
+            "--crop", "64", "--checkpoint-every", "2", "--preview-every", "0", "--log-every", "1", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def killed_runs(tmp_path_factory) -> tuple[Path, Path, dict[int, list[Path]]]:
+    """``_killable_command`` SIGKILLed right after the first file written by its first checkpoint, and right
+    after each file written or renamed by its second, in turn. Returns the data folder, the uninterrupted
+    run's folder and the killed runs' folders by checkpoint, in kill order."""
+    root = tmp_path_factory.mktemp("killed")
+    data = _write_dataset(root / "data")
+    (root / "kill.py").write_text(KILL_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(root / "kill.py"), str(root), "1:1,2", *_killable_command(data)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    statuses = json.loads((root / "statuses.json").read_text())
+    assert statuses["1"] == [-signal.SIGKILL], done.stderr[-3000:]
+    assert statuses["2"][-1] == 0 and set(statuses["2"][:-1]) == {-signal.SIGKILL}, done.stderr[-3000:]
+    assert len(statuses["2"]) > 2 * 5  # each of the five files was written, then renamed into place
+    runs = {1: [root / "1-1"], 2: [root / f"2-{event}" for event in range(1, len(statuses["2"]))]}
+    return data, root / "whole", runs
 
 
 @pytest.mark.slow
@@ -141,17 +237,70 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint_whole(tiny_config
     out = tmp_path / "run"
     train(_pipeline(tiny_config), dataset, _train_config(1, 2), out)
     before = {name: (out / name).read_bytes() for name in CHECKPOINT_FILES - {LOG_NAME}}
+    write = checkpoint._write_file
 
-    def crash_half_way(tensors, path, metadata=None):
-        Path(path).write_bytes(b"half a file")
-        raise OSError("disk full")
+    def crash_half_way_through_the_weights(path, data):
+        if path.name == WEIGHTS_NAME:
+            path.write_bytes(data[: len(data) // 2])
+            raise OSError("disk full")
+        write(path, data)
 
-    monkeypatch.setattr(checkpoint, "save_file", crash_half_way)
+    monkeypatch.setattr(checkpoint, "_write_file", crash_half_way_through_the_weights)
     with pytest.raises(OSError, match="disk full"):
         train(_pipeline(tiny_config), dataset, _train_config(1, 4), out, resume=True)
     assert {name: (out / name).read_bytes() for name in before} == before
     assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES
     assert read_train_state(out)["step"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("save", [1, 2], ids=["before-the-first-checkpoint", "at-any-file-of-the-second"])
+def test_run_killed_during_a_checkpoint_resumes_to_the_uninterrupted_weights(killed_runs, restore_sigint, save):
+    """Killed before its first checkpoint is committed, a run resumes from the weights its seed draws; killed
+    in its second, from step 2, or from the end once that checkpoint is committed. Each step is logged once."""
+    data, whole, runs = killed_runs
+    expected = load_pipeline(whole).state_dict()
+    for folder in runs[save]:
+        assert main([*_killable_command(data), "--out", str(folder), "--resume"]) == 0
+        _assert_same_weights(load_pipeline(folder).state_dict(), expected, folder.name)
+        assert [line["step"] for line in _log(folder)] == [1, 2, 3], folder.name
+        assert not (folder / PENDING_NAME).exists()
+
+
+def _crash_and_resume(tiny_config, dataset, out: Path, monkeypatch, progress=None) -> list[dict]:
+    """Stage 2, 4 steps, a checkpoint and a validation every 2 steps. The first run dies where the caller made it
+    raise "killed" (no final save, as after a kill); the second resumes with nothing patched. Returns the log."""
+    config = _train_config(2, 4, checkpoint_every=2, validate_every=2)
+    validation = ValidationSet([(dataset.a[0], dataset.b[0])])
+    with pytest.raises(RuntimeError, match="killed"):
+        train(_pipeline(tiny_config), dataset, config, out, progress=progress, validation=validation)
+    monkeypatch.undo()
+    train(_pipeline(tiny_config), dataset, config, out, resume=True, validation=validation)
+    return _log(out)
+
+
+def test_resumed_run_drops_the_log_lines_after_its_checkpoint(tiny_config, dataset, tmp_path, monkeypatch):
+    def killed_after_logging_step_3(report: TrainProgress) -> None:
+        if report.step == 3:
+            raise RuntimeError("killed")
+
+    lines = _crash_and_resume(tiny_config, dataset, tmp_path, monkeypatch, killed_after_logging_step_3)
+    assert [line["step"] for line in lines if "validation" not in line] == [1, 2, 3, 4]
+    assert [line["step"] for line in lines if "validation" in line] == [0, 2, 4]
+
+
+def test_a_steps_validation_is_logged_before_its_checkpoint(tiny_config, dataset, tmp_path, monkeypatch):
+    training = importlib.import_module("fusion_core.train")  # the module; fusion_core.train is also the function
+    save = training._save
+
+    def killed_right_after_saving(*args):
+        save(*args)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(training, "_save", killed_right_after_saving)
+    lines = _crash_and_resume(tiny_config, dataset, tmp_path, monkeypatch)
+    assert [line["step"] for line in lines if "validation" not in line] == [1, 2, 3, 4]
+    assert [line["step"] for line in lines if "validation" in line] == [0, 2, 4]
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -276,3 +425,17 @@ def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir,
     assert last["step"] == 2
     assert last["fusion"] == pytest.approx(tiny_config.loss.intensity * last["intensity"] + 3.5 * last["gradient"]
                                            + tiny_config.loss.ssim * last["ssim"], rel=1e-4)
+
+
+def test_train_command_seed_draws_the_initial_weights(data_dir, tmp_path, restore_sigint):
+    def run(seed: int, name: str) -> FusionPipeline:
+        out = tmp_path / name
+        assert main(["train", "--data", str(data_dir), "--out", str(out), "--stage", "1", "--preset", "tiny",
+                     "--steps", "1", "--batch", "2", "--crop", "64", "--checkpoint-every", "0", "--preview-every", "0",
+                     "--seed", str(seed)]) == 0
+        return load_pipeline(out)
+
+    first, again, other = run(5, "first"), run(5, "again"), run(6, "other")
+    _assert_same_weights(first.state_dict(), again.state_dict())
+    head, other_head = first.head.state_dict(), other.head.state_dict()  # stage 1 leaves the head as drawn
+    assert any(not torch.equal(head[name], other_head[name]) for name in head)
