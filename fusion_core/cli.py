@@ -260,6 +260,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the benchmark pair")
     p.add_argument("--large", default="", help="also fuse a large pair through tiles, e.g. 4096x4096")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or 'all' for every device present")
+    p.add_argument("--batches", default="1,4,8",
+                   help="batch sizes whose throughput (pairs/s of fuse_batch) is measured; '' to skip")
     p.add_argument("--out", help="write the JSON report here too")
     p.add_argument("--in-process", action="store_true",
                    help="measure in this process, not one fresh process each: quicker (no torch import per "
@@ -273,7 +275,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     presets = sorted(PRESETS) if args.presets == "all" else args.presets.split(",")
     report = run_benchmark(presets=presets, repeats=args.repeats, size=_parse_size(args.size),
                            large=_parse_size(args.large) if args.large else None, device=args.device,
-                           isolate=not args.in_process)
+                           isolate=not args.in_process, batches=tuple(int(b) for b in args.batches.split(",") if b))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -160,7 +160,7 @@ def test_split_holds_out_every_fifth_pair(tmp_path, capsys):
 def test_bench_runs_the_tiny_preset_in_process(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
     code = main(["bench", "--presets", "tiny", "--repeats", "2", "--size", "40x32", "--in-process",
-                 "--out", str(report_path)])
+                 "--batches", "1,2", "--out", str(report_path)])
     assert code == 0
     report = json.loads(report_path.read_text())
     assert json.loads(capsys.readouterr().out) == report
@@ -170,3 +170,7 @@ def test_bench_runs_the_tiny_preset_in_process(tmp_path, capsys):
         ("fuse", "tiny", "cpu"), ("average", None, "cpu"), ("metrics", None, "cpu")]
     assert all(r["size"] == "40x32" and r["runs"] == 2 and r["median_s"] > 0 and r["peak_memory_mb"] > 0
                for r in results)
+    throughput = report["throughput"]
+    assert [(r["preset"], r["device"], r["batch"], r["pairs"]) for r in throughput] == [
+        ("tiny", "cpu", 1, 2), ("tiny", "cpu", 2, 2)]
+    assert all(r["pairs_per_s"] == pytest.approx(2 / r["median_s"]) and r["runs"] == 2 for r in throughput)
