@@ -1,6 +1,6 @@
 """Command line of DGD-Fusion: ``python -m fusion_core COMMAND``, nine commands.
 
-    fuse       fuse one pair into a PNG, 16-bit TIFF or DICOM file
+    fuse       fuse one pair, or every pair of a folder (batched, torchrun), into PNG, 16-bit TIFF or DICOM
     train      train stage 1 (the UNet), stage 2 (the fusion head) or both
     evaluate   fuse a folder of pairs with several methods and tabulate the metrics
     split      hold out every N-th pair (or case) of a folder as a test split
@@ -33,10 +33,16 @@ from .checkpoint import DEFAULT_CHECKPOINT, WEIGHTS_NAME, load_pipeline
 from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig, parse_timesteps
 from .data import PairDataset, find_pairs, write_split
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
+from .folder_fusion import FOLDER_FORMATS, fuse_folder
 from .imaging import ImageLoadError, fused_format, read_pair, write_fused
 from .pipeline import FusionPipeline, build_pipeline
 from .train import TrainProgress, hardware_description, read_train_state, setup_distributed, train
 from .validation import ValidationSet, measure_gates
+
+
+def default_device() -> str:
+    """cuda when present, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_pipeline(checkpoint: str | None, preset: str, device: str) -> FusionPipeline:
@@ -49,25 +55,36 @@ def resolve_pipeline(checkpoint: str | None, preset: str, device: str) -> Fusion
 
 
 def _add_fuse(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fuse", help="fuse one registered pair")
-    p.add_argument("a", help="source A (infrared, MRI): image or DICOM")
-    p.add_argument("b", help="source B (visible, CT, PET, SPECT): image or DICOM")
-    p.add_argument("-o", "--output", required=True, help="fused image: .png, .tif/.tiff (16-bit) or .dcm")
+    p = sub.add_parser("fuse", help="fuse one registered pair, or every pair of a folder")
+    p.add_argument("a", help="source A (infrared, MRI): image or DICOM; or a folder of pairs ({ir,vi}, "
+                   "{MRI,CT|PET|SPECT} or {A,B}) to fuse them all")
+    p.add_argument("b", nargs="?", help="source B (visible, CT, PET, SPECT): image or DICOM; omitted for a folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="fused image: .png, .tif/.tiff (16-bit) or .dcm; for a folder, the output folder")
     p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled dgd-general)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="architecture without a checkpoint")
     p.add_argument("--timesteps", help="feature timesteps, e.g. 5,50,100 (default: the model's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise")
+    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (of every pair)")
     p.add_argument("--resample", action="store_true", help="resample B to A's size instead of refusing")
     p.add_argument("--align", action="store_true", help="correct a translation between A and B")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present; under torchrun cuda:LOCAL_RANK)")
+    folder = p.add_argument_group("folder of pairs")
+    folder.add_argument("--format", choices=sorted(FOLDER_FORMATS),
+                        help="file type of OUT_DIR/NAME.EXT (default png; tif is 16-bit)")
+    folder.add_argument("--batch", type=int, help="same-size pairs per pass of the network (default 1)")
+    folder.add_argument("--overwrite", action="store_true", help="fuse again the pairs whose output exists")
     p.set_defaults(run=_run_fuse)
 
 
 def _run_fuse(args: argparse.Namespace) -> int:
+    if args.b is None:
+        return _run_fuse_folder(args)
+    if args.format or args.batch is not None or args.overwrite:
+        raise ValueError("--format, --batch and --overwrite are for a folder of pairs; give the folder alone")
     fused_format(args.output)  # a bad name or timesteps fail now, not after the fusion
     timesteps = parse_timesteps(args.timesteps)
     pair = read_pair(args.a, args.b, on_size_mismatch="resample" if args.resample else "refuse", align=args.align)
-    pipeline = resolve_pipeline(args.checkpoint, args.preset, args.device)
+    pipeline = resolve_pipeline(args.checkpoint, args.preset, args.device or default_device())
     generator = torch.Generator().manual_seed(args.seed)
     result = pipeline.fuse(pair.a.pixels, pair.b.pixels, feature_timesteps=timesteps, generator=generator)
     for warning in (*pair.warnings, *result.warnings):
@@ -75,6 +92,36 @@ def _run_fuse(args: argparse.Namespace) -> int:
     write_fused(args.output, result.y_fused, pair.b.pixels)
     print(f"fused {args.a} + {args.b} -> {args.output} ({result.fused.shape[1]}x{result.fused.shape[0]})")
     return 0
+
+
+def _run_fuse_folder(args: argparse.Namespace) -> int:
+    """Every pair of the folder ``args.a``; exit status 1 when some failed (listed in failures.csv)."""
+    if not Path(args.a).is_dir():
+        raise ValueError(f"{args.a} is not a folder of pairs; to fuse one pair, give both images: fuse A B -o OUT")
+    timesteps = parse_timesteps(args.timesteps)
+    context = setup_distributed(args.device)
+    pipeline = resolve_pipeline(args.checkpoint, args.preset, str(context.device))
+    bar = tqdm(desc="fuse" if context.world_size == 1 else f"fuse (rank 0 of {context.world_size})", unit="pair",
+               disable=not context.is_main)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    read_options = {"on_size_mismatch": "resample" if args.resample else "refuse", "align": args.align}
+    result = fuse_folder(pipeline, args.a, args.output, suffix=FOLDER_FORMATS[args.format or "png"], seed=args.seed,
+                         batch_size=1 if args.batch is None else args.batch, overwrite=args.overwrite,
+                         feature_timesteps=timesteps, read_options=read_options, rank=context.rank,
+                         world_size=context.world_size, progress=progress)
+    bar.close()
+    if context.is_main:
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        for failure in result.failures:
+            print(f"failed: {failure.name}: {failure.error}", file=sys.stderr)
+        failed = f", {len(result.failures)} failed (listed in {result.failures_csv})" if result.failures else ""
+        print(f"fused {len(result.fused)} pairs, skipped {len(result.skipped)} already fused{failed} -> {args.output}")
+    return 1 if result.failures else 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
