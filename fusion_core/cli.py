@@ -233,15 +233,19 @@ def _add_method_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--convention", default="standard", choices=["standard", "published"])
     p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise for every pair")
     p.add_argument("--no-reuse", action="store_true", help="fuse again even where a fused image exists")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--external", action="append", default=[], metavar="NAME=DIR",
+                   help="score another method's fused images too: DIR holds one image per pair, named like the "
+                        "pair (NAME.png, .tif, ...; gray or colour, the pair's size); repeatable")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present; under torchrun cuda:LOCAL_RANK)")
 
 
-def _progress_bar(total: int, description: str) -> tuple[tqdm, Callable[[int, int, str], None]]:
+def _progress_bar(description: str, disable: bool = False) -> tuple[tqdm, Callable[[int, int, str], None]]:
     """A tqdm bar and the (done, total, description) callback evaluate_folder reports to."""
-    bar = tqdm(total=total, desc=description, unit="image")
+    bar = tqdm(desc=description, unit="image", disable=disable)
 
     def progress(done: int, total: int, text: str) -> None:
-        bar.n = done
+        bar.total = total
+        bar.update(done - bar.n)
         bar.set_postfix_str(text)
 
     return bar, progress
@@ -272,15 +276,32 @@ def parse_methods(text: str, checkpoint: str | None, preset: str, device: str, s
     return methods
 
 
+def parse_external(tokens: list[str]) -> dict[str, str]:
+    """``["NAME=DIR", ...]`` (--external) -> name -> folder of that method's fused images."""
+    external = {}
+    for token in tokens:
+        name, _, folder = token.partition("=")
+        if not name or not folder:
+            raise ValueError(f"--external {token!r}: give NAME=DIR, the method's name and the folder of its images")
+        if name in external:
+            raise ValueError(f"--external names {name!r} twice")
+        external[name] = folder
+    return external
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
-    methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device, args.seed)
-    bar, progress = _progress_bar(len(find_pairs(args.pairs)) * len(methods), "evaluate")
+    external = parse_external(args.external)
+    context = setup_distributed(args.device)
+    methods = parse_methods(args.methods, args.checkpoint, args.preset, str(context.device), args.seed)
+    bar, progress = _progress_bar("evaluate", disable=not context.is_main)
 
     result = evaluate_folder(args.pairs, methods, args.out, convention=args.convention, progress=progress,
-                             reuse=not args.no_reuse)
+                             reuse=not args.no_reuse, external=external, rank=context.rank,
+                             world_size=context.world_size)
     bar.close()
-    print(result.files["means_md"].read_text())
-    print(f"{result.num_pairs} pairs x {len(methods)} methods -> {args.out}")
+    if context.is_main:
+        print(result.files["means_md"].read_text())
+        print(f"{result.num_pairs} pairs x {len(result.methods)} methods -> {args.out}")
     return 0
 
 
@@ -449,11 +470,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from .experiments import run_comparison
 
-    methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device, args.seed)
-    bar, progress = _progress_bar(len(find_pairs(args.data)) * len(methods), "compare")
+    external = parse_external(args.external)
+    methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device or default_device(), args.seed)
+    bar, progress = _progress_bar("compare")
 
     result = run_comparison(args.data, methods, args.out, reference=args.reference, convention=args.convention,
-                            progress=progress, reuse=not args.no_reuse)
+                            progress=progress, reuse=not args.no_reuse, external=external)
     bar.close()
     print(result.files["comparison_md"].read_text())
     return 0

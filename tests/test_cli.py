@@ -143,6 +143,28 @@ def test_evaluate_refuses_an_unknown_method(pairs, tmp_path, capsys):
     assert "unknown method 'magic'" in capsys.readouterr().err
 
 
+def test_evaluate_and_compare_score_an_external_method_beside_the_others(tmp_path, capsys):
+    root = _write_pairs(tmp_path / "pairs", ("001", "002"))
+    other = tmp_path / "theirs"
+    other.mkdir()
+    for name in ("001", "002"):  # another method's results: here, the visible image itself
+        (other / f"{name}.png").write_bytes((root / "vi" / f"{name}.png").read_bytes())
+    assert main(["evaluate", str(root), "--methods", "average", "--external", f"theirs={other}",
+                 "--out", str(tmp_path / "evaluation")]) == 0
+    with open(tmp_path / "evaluation" / "per_image.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["name"], r["method"]) for r in rows] == [("001", "average"), ("001", "theirs"), ("002", "average"),
+                                                        ("002", "theirs")]
+    assert "| theirs |" in capsys.readouterr().out
+    assert main(["compare", "--data", str(root), "--methods", "average", "--external", f"theirs={other}",
+                 "--reference", "theirs", "--out", str(tmp_path / "comparison")]) == 0
+    assert "## theirs relative to each method" in (tmp_path / "comparison" / "comparison.md").read_text()
+    (other / "002.png").unlink()
+    assert main(["evaluate", str(root), "--methods", "average", "--external", f"theirs={other}",
+                 "--out", str(tmp_path / "again")]) == 2
+    assert "method 'theirs' has no image in" in capsys.readouterr().err
+
+
 def test_split_holds_out_every_fifth_pair(tmp_path, capsys):
     names = ("a", "b", "c", "d", "e", "f")
     root = _write_pairs(tmp_path / "pairs", names)
