@@ -207,7 +207,8 @@ def _fuse_folder(root: Path, checkpoint: Path, out: Path, *extra: str) -> int:
 
 def _pair_reference(root: Path, checkpoint: Path, name: str) -> np.ndarray:
     pair = read_pair(root / "ir" / f"{name}.png", root / "vi" / f"{name}.png")
-    return load_pipeline(checkpoint).fuse(pair.a.pixels, pair.b.pixels, generator=torch.Generator().manual_seed(0)).fused
+    result = load_pipeline(checkpoint).fuse(pair.a.pixels, pair.b.pixels, generator=torch.Generator().manual_seed(0))
+    return result.fused
 
 
 @pytest.fixture
