@@ -189,11 +189,13 @@ def fuse_folder(
     Returns:
         FolderFusionResult over all ranks.
     Raises:
-        ValueError: a bad suffix or batch size, or ``root`` is not a folder of pairs; nothing is fused then.
+        ValueError: a bad suffix, batch size or timesteps, or ``root`` is not a folder of pairs; nothing is
+            fused then.
     """
     fused_format(f"fused{suffix}")
     if batch_size < 1:
         raise ValueError(f"the batch size must be at least 1, got {batch_size}")
+    pipeline.fuse_batch([], feature_timesteps=feature_timesteps)  # refuses timesteps the model cannot read, now
     pairs = find_pairs(root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -272,8 +272,10 @@ def test_fuse_folder_leaves_no_half_file_when_a_write_is_interrupted(pairs, chec
     (lambda pairs: [str(pairs / "ir" / "001.png"), str(pairs / "vi" / "001.png"), "-o", "x.png", "--batch", "2"],
      "are for a folder of pairs"),
     (lambda pairs: [str(pairs), "-o", "x", "--batch", "0"], "batch size must be at least 1"),
+    (lambda pairs: [str(pairs), "-o", "x", "--timesteps", "5,50"], "reads 3 feature timesteps, got 2"),
 ])
 def test_fuse_usage_errors_exit_with_2(pairs, tmp_path, capsys, monkeypatch, make_args, message):
     monkeypatch.chdir(tmp_path)
     assert main(["fuse", *make_args(pairs), "--preset", "tiny"]) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
