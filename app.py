@@ -33,7 +33,7 @@ import gradio as gr
 import numpy as np
 import torch
 
-from fusion_app.archive import unpack_zip, zip_checkpoint
+from fusion_app.archive import external_methods, unpack_zip, zip_checkpoint
 from fusion_app.figures import attention_figure, expert_figure, gate_figure, loss_figure
 from fusion_app.models import AUTO, DEFAULT_TASK, RANDOM, TASKS, ModelStore, Task
 from fusion_app.training import Trainer, TrainingJob, progress_html, training_card
@@ -166,10 +166,13 @@ def fuse_on_device(pipeline: FusionPipeline, a: np.ndarray, b: np.ndarray, times
 
 
 @_on_accelerator
-def evaluate_on_device(root: Path, pipeline: FusionPipeline, out_dir: Path, convention: str, progress):
-    """Every pair of ``root`` fused by the network and the baselines, scored (``evaluate_folder``)."""
+def evaluate_on_device(root: Path, pipeline: FusionPipeline, out_dir: Path, convention: str, progress,
+                       external: dict[str, Path]):
+    """Every pair of ``root`` fused by the network and the baselines, scored with the ``external`` methods'
+    images (``evaluate_folder``)."""
     methods = {NETWORK: pipeline_method(pipeline), **BASELINES}
-    return evaluate_folder(root, methods, out_dir, convention=convention, progress=progress, reuse=False)
+    return evaluate_folder(root, methods, out_dir, convention=convention, progress=progress, reuse=False,
+                           external=external)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -534,21 +537,25 @@ class FusionApp:
 
     def evaluate(self, view: EvaluateView, zip_path: str | None, task: str, choice: str, convention: str,
                  progress=gr.Progress()) -> dict:
-        """Fuse and score every pair of a zip (or the bundled examples) with the network and the baselines."""
+        """Fuse and score every pair of a zip (or the bundled examples) with the network and the baselines, and
+        score the fused images of any other methods the zip holds (``fused/NAME/``)."""
         out_dir = self._output_dir("evaluations")
         root, data = _pairs_root(zip_path, task, out_dir / "pairs")
         pairs = _find_pairs(root, out_dir / "pairs")
+        external = external_methods(root)
         name = self._resolve(task, choice)
         torch.set_num_threads(self.trainer.fusion_threads())
         try:
             result = evaluate_on_device(root, self.models.get(name), out_dir / "results", convention,
-                                        lambda done, total, what: progress((done, total), desc=what))
+                                        lambda done, total, what: progress((done, total), desc=what), external)
         except (ValueError, CheckpointError) as error:
             raise _fail(f"Evaluation failed: {str(error).replace(str(out_dir), 'the zip')}") from None
         random = " ⚠️ The network ran with **random weights**: its scores say nothing about the method." \
             if name == RANDOM else ""
+        others = f", four baselines and the zip's fused images of **{', '.join(external)}**" if external \
+            else " and four baselines"
         return {
-            view.summary: f"Evaluated **{len(pairs)} pairs** from {data} with **{name}** and four baselines.{random}",
+            view.summary: f"Evaluated **{len(pairs)} pairs** from {data} with **{name}**{others}.{random}",
             view.means: result.files["means_md"].read_text(),
             view.chart: str(result.files["means_png"]),
             view.rows: [[r.name, r.method, *(round(r.values[k], 4) for k in METRICS)] for r in result.rows],
@@ -749,7 +756,9 @@ def build_evaluate_tab(app: FusionApp) -> EvaluateView:
     with gr.Tab("Evaluate"):
         gr.Markdown("Fuse every pair of a zip with the network and the four classical baselines and score them. "
                     "The zip holds two folders with the same file names: `ir` + `vi`, `MRI` + `CT|PET|SPECT` "
-                    "or `A` + `B`. Without a zip, the bundled examples of the task are used.")
+                    "or `A` + `B`; folders `fused/NAME/` beside them, with another method's fused image of "
+                    "each pair (named like the pair, the pair's size), are scored as method NAME. Without a "
+                    "zip, the bundled examples of the task are used.")
         with gr.Row():
             with gr.Column(scale=1):
                 pairs = build_pairs_column("Task (examples and checkpoint)", app.models.choices(), AUTO,

@@ -1,5 +1,8 @@
 """Zip archives in and out of the app: uploaded zips of pairs unpacked safely, checkpoints zipped for download.
 
+A zip of pairs may also bring other methods' fused images, in folders ``fused/NAME/`` beside the two source
+folders (one image per pair, named like it); ``external_methods`` finds them for the Evaluate tab.
+
 An upload is untrusted: every entry is checked before anything is written (no absolute paths, no '..', no
 symbolic links, a cap on the entry count and on the declared uncompressed size, which ``zipfile`` enforces
 while reading, so a lying header cannot unpack more).
@@ -16,6 +19,7 @@ from fusion_core import find_pairs
 
 MAX_ZIP_FILES = 2000
 MAX_ZIP_BYTES = 512 * 2**20
+FUSED_FOLDER = "fused"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "MODEL_CARD.md", "train_state.json", "train_log.jsonl")
 
 
@@ -73,6 +77,14 @@ def _has_layout(folder: Path) -> bool:
         return False
     return True
 
+
+def external_methods(root: Path) -> dict[str, Path]:
+    """The other methods an unpacked zip brings: name -> its folder, one per sub-folder of ``root/fused/``
+    (the folder name matched case-insensitively; hidden folders skipped), sorted by name."""
+    fused = next((p for p in root.iterdir() if p.is_dir() and p.name.lower() == FUSED_FOLDER), None)
+    if fused is None:
+        return {}
+    return {p.name: p for p in sorted(fused.iterdir()) if p.is_dir() and not p.name.startswith((".", "__"))}
 
 
 def zip_checkpoint(folder: Path, name: str) -> Path:

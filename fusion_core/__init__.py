@@ -26,6 +26,7 @@ from .evaluate import (
     pipeline_method,
     score_methods,
 )
+from .folder_fusion import FolderFusionResult, PairFailure, fuse_folder
 from .imaging import (
     WINDOW_PRESETS,
     DicomSummary,
@@ -58,6 +59,7 @@ __all__ = [
     "DicomSummary",
     "DiffusionConfig",
     "EvaluationResult",
+    "FolderFusionResult",
     "FusionConfig",
     "FusionHeadConfig",
     "FusionPipeline",
@@ -69,6 +71,7 @@ __all__ = [
     "LossConfig",
     "MetricsReport",
     "PairDataset",
+    "PairFailure",
     "TrainConfig",
     "TrainProgress",
     "TrainResult",
@@ -78,6 +81,7 @@ __all__ = [
     "evaluate_folder",
     "find_pairs",
     "format_markdown_table",
+    "fuse_folder",
     "fuse_methods",
     "fused_format",
     "hardware_description",

@@ -3,7 +3,9 @@
 For a pair of the given size: the median latency of ``FusionPipeline.fuse`` over several runs after one
 warm-up (the mean beside it), and the peak memory, for each preset and device; the same figures for the
 plain average of the two images as a reference; the time of all metrics for one pair; optionally a large
-pair fused through tiles. Each measurement runs in a fresh process, so its peak resident memory (CPU) or
+pair fused through tiles; and the throughput of ``FusionPipeline.fuse_batch`` in pairs per second at each
+batch size (1, 4 and 8 by default: ``max(batches)`` different pairs of that size per run). Each measurement
+runs in a fresh process, so its peak resident memory (CPU) or
 peak allocated memory (CUDA) is its own; ``isolate=False`` measures in the calling process instead, which
 saves a process start (seconds: each imports torch) per measurement for a quick check, but then the CPU peak
 is the whole process's so far. Weights are random: latency does not depend on their values.
@@ -77,14 +79,26 @@ def _measure(kind: str, preset: str, device: str, size: tuple[int, int], repeats
             "memory_before_mb": baseline_mb}
 
 
-def _child(queue: multiprocessing.Queue, args: tuple) -> None:
-    queue.put(_measure(*args))
+def _measure_batch(preset: str, device: str, size: tuple[int, int], batch: int, pairs: int, repeats: int) -> dict:
+    """Runs in a child process: ``pairs`` different pairs fused ``batch`` at a time; pairs per second."""
+    pipeline = build_pipeline(PRESETS[preset]).to(device)
+    sources = [synthetic_pair(*size, seed=seed) for seed in range(pairs)]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    timing = _time(partial(pipeline.fuse_batch, sources, batch_size=batch), repeats, sync)
+    return {"preset": preset, "device": device, "size": f"{size[0]}x{size[1]}", "batch": batch, "pairs": pairs,
+            **timing, "pairs_per_s": pairs / timing["median_s"], "peak_memory_mb": _peak_memory_mb(device)}
 
 
-def _in_child(*args) -> dict:
+def _child(queue: multiprocessing.Queue, measure: Callable[..., dict], args: tuple) -> None:
+    queue.put(measure(*args))
+
+
+def _in_child(measure: Callable[..., dict], *args) -> dict:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, args))
+    process = context.Process(target=_child, args=(queue, measure, args))
     process.start()
     result = queue.get()
     process.join()
@@ -92,22 +106,30 @@ def _in_child(*args) -> dict:
 
 
 def run_benchmark(presets: list[str], repeats: int = 5, size: tuple[int, int] = (640, 480),
-                  large: tuple[int, int] | None = None, device: str = "cpu", isolate: bool = True) -> dict:
-    """Run every measurement, each in a fresh process unless ``isolate`` is False; a JSON-ready report."""
+                  large: tuple[int, int] | None = None, device: str = "cpu", isolate: bool = True,
+                  batches: tuple[int, ...] = (1, 4, 8)) -> dict:
+    """Run every measurement, each in a fresh process unless ``isolate`` is False; a JSON-ready report.
+
+    ``batches``: batch sizes whose fuse_batch throughput is measured for each preset and device (none: skip).
+    """
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise ValueError(f"unknown presets {unknown}; choose from {sorted(PRESETS)}")
+    if any(b < 1 for b in batches):
+        raise ValueError(f"batch sizes must be at least 1, got {batches}")
     devices = ["cpu", "cuda"] if device == "all" else [device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    measure = _in_child if isolate else _measure
-    results = []
+    measure = _in_child if isolate else (lambda fn, *args: fn(*args))
+    results, throughput = [], []
     for dev in devices:
-        results += [measure("fuse", preset, dev, size, repeats) for preset in presets]
+        results += [measure(_measure, "fuse", preset, dev, size, repeats) for preset in presets]
         if large is not None:
-            results.append(measure("fuse", presets[0], dev, large, 1))
-    results.append(measure("average", "", "cpu", size, repeats))
-    results.append(measure("metrics", "", "cpu", size, repeats))
+            results.append(measure(_measure, "fuse", presets[0], dev, large, 1))
+        throughput += [measure(_measure_batch, preset, dev, size, batch, max(batches), repeats)
+                       for preset in presets for batch in batches]
+    results.append(measure(_measure, "average", "", "cpu", size, repeats))
+    results.append(measure(_measure, "metrics", "", "cpu", size, repeats))
     return {"machine": {"platform": platform.platform(), "processor": platform.machine(),
                         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-            "isolated": isolate, "results": results}
+            "isolated": isolate, "results": results, "throughput": throughput}

@@ -1,6 +1,6 @@
 """Command line of DGD-Fusion: ``python -m fusion_core COMMAND``, nine commands.
 
-    fuse       fuse one pair into a PNG, 16-bit TIFF or DICOM file
+    fuse       fuse one pair, or every pair of a folder (batched, torchrun), into PNG, 16-bit TIFF or DICOM
     train      train stage 1 (the UNet), stage 2 (the fusion head) or both
     evaluate   fuse a folder of pairs with several methods and tabulate the metrics
     split      hold out every N-th pair (or case) of a folder as a test split
@@ -33,10 +33,16 @@ from .checkpoint import DEFAULT_CHECKPOINT, WEIGHTS_NAME, is_checkpoint, load_pi
 from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig, parse_timesteps
 from .data import PairDataset, find_pairs, write_split
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
+from .folder_fusion import FOLDER_FORMATS, fuse_folder
 from .imaging import ImageLoadError, fused_format, read_pair, write_fused
 from .pipeline import FusionPipeline, build_pipeline
 from .train import TrainProgress, hardware_description, read_train_state, setup_distributed, train
 from .validation import ValidationSet, measure_gates
+
+
+def default_device() -> str:
+    """cuda when present, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_pipeline(checkpoint: str | None, preset: str, device: str) -> FusionPipeline:
@@ -49,25 +55,37 @@ def resolve_pipeline(checkpoint: str | None, preset: str, device: str) -> Fusion
 
 
 def _add_fuse(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fuse", help="fuse one registered pair")
-    p.add_argument("a", help="source A (infrared, MRI): image or DICOM")
-    p.add_argument("b", help="source B (visible, CT, PET, SPECT): image or DICOM")
-    p.add_argument("-o", "--output", required=True, help="fused image: .png, .tif/.tiff (16-bit) or .dcm")
+    p = sub.add_parser("fuse", help="fuse one registered pair, or every pair of a folder")
+    p.add_argument("a", help="source A (infrared, MRI): image or DICOM; or a folder of pairs ({ir,vi}, "
+                   "{MRI,CT|PET|SPECT} or {A,B}) to fuse them all")
+    p.add_argument("b", nargs="?", help="source B (visible, CT, PET, SPECT): image or DICOM; omitted for a folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="fused image: .png, .tif/.tiff (16-bit) or .dcm; for a folder, the output folder")
     p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled dgd-general)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="architecture without a checkpoint")
     p.add_argument("--timesteps", help="feature timesteps, e.g. 5,50,100 (default: the model's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise")
+    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (of every pair)")
     p.add_argument("--resample", action="store_true", help="resample B to A's size instead of refusing")
     p.add_argument("--align", action="store_true", help="correct a translation between A and B")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present; under torchrun cuda:LOCAL_RANK)")
+    folder = p.add_argument_group("folder of pairs")
+    folder.add_argument("--format", choices=sorted(FOLDER_FORMATS),
+                        help="file type of OUT_DIR/NAME.EXT (default png; tif is 16-bit)")
+    folder.add_argument("--batch", type=int, help="same-size pairs per pass of the network (default 1); for GPUs: "
+                        "on a CPU, batches measured slower (bench)")
+    folder.add_argument("--overwrite", action="store_true", help="fuse again the pairs whose output exists")
     p.set_defaults(run=_run_fuse)
 
 
 def _run_fuse(args: argparse.Namespace) -> int:
+    if args.b is None:
+        return _run_fuse_folder(args)
+    if args.format or args.batch is not None or args.overwrite:
+        raise ValueError("--format, --batch and --overwrite are for a folder of pairs; give the folder alone")
     fused_format(args.output)  # a bad name or timesteps fail now, not after the fusion
     timesteps = parse_timesteps(args.timesteps)
     pair = read_pair(args.a, args.b, on_size_mismatch="resample" if args.resample else "refuse", align=args.align)
-    pipeline = resolve_pipeline(args.checkpoint, args.preset, args.device)
+    pipeline = resolve_pipeline(args.checkpoint, args.preset, args.device or default_device())
     generator = torch.Generator().manual_seed(args.seed)
     result = pipeline.fuse(pair.a.pixels, pair.b.pixels, feature_timesteps=timesteps, generator=generator)
     for warning in (*pair.warnings, *result.warnings):
@@ -75,6 +93,36 @@ def _run_fuse(args: argparse.Namespace) -> int:
     write_fused(args.output, result.y_fused, pair.b.pixels)
     print(f"fused {args.a} + {args.b} -> {args.output} ({result.fused.shape[1]}x{result.fused.shape[0]})")
     return 0
+
+
+def _run_fuse_folder(args: argparse.Namespace) -> int:
+    """Every pair of the folder ``args.a``; exit status 1 when some failed (listed in failures.csv)."""
+    if not Path(args.a).is_dir():
+        raise ValueError(f"{args.a} is not a folder of pairs; to fuse one pair, give both images: fuse A B -o OUT")
+    timesteps = parse_timesteps(args.timesteps)
+    context = setup_distributed(args.device)
+    pipeline = resolve_pipeline(args.checkpoint, args.preset, str(context.device))
+    bar = tqdm(desc="fuse" if context.world_size == 1 else f"fuse (rank 0 of {context.world_size})", unit="pair",
+               disable=not context.is_main)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    read_options = {"on_size_mismatch": "resample" if args.resample else "refuse", "align": args.align}
+    result = fuse_folder(pipeline, args.a, args.output, suffix=FOLDER_FORMATS[args.format or "png"], seed=args.seed,
+                         batch_size=1 if args.batch is None else args.batch, overwrite=args.overwrite,
+                         feature_timesteps=timesteps, read_options=read_options, rank=context.rank,
+                         world_size=context.world_size, progress=progress)
+    bar.close()
+    if context.is_main:
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        for failure in result.failures:
+            print(f"failed: {failure.name}: {failure.error}", file=sys.stderr)
+        failed = f", {len(result.failures)} failed (listed in {result.failures_csv})" if result.failures else ""
+        print(f"fused {len(result.fused)} pairs, skipped {len(result.skipped)} already fused{failed} -> {args.output}")
+    return 1 if result.failures else 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -187,15 +235,19 @@ def _add_method_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--convention", default="standard", choices=["standard", "published"])
     p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise for every pair")
     p.add_argument("--no-reuse", action="store_true", help="fuse again even where a fused image exists")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--external", action="append", default=[], metavar="NAME=DIR",
+                   help="score another method's fused images too: DIR holds one image per pair, named like the "
+                        "pair (NAME.png, .tif, ...; gray or colour, the pair's size); repeatable")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present; under torchrun cuda:LOCAL_RANK)")
 
 
-def _progress_bar(total: int, description: str) -> tuple[tqdm, Callable[[int, int, str], None]]:
+def _progress_bar(description: str, disable: bool = False) -> tuple[tqdm, Callable[[int, int, str], None]]:
     """A tqdm bar and the (done, total, description) callback evaluate_folder reports to."""
-    bar = tqdm(total=total, desc=description, unit="image")
+    bar = tqdm(desc=description, unit="image", disable=disable)
 
     def progress(done: int, total: int, text: str) -> None:
-        bar.n = done
+        bar.total = total
+        bar.update(done - bar.n)
         bar.set_postfix_str(text)
 
     return bar, progress
@@ -226,15 +278,32 @@ def parse_methods(text: str, checkpoint: str | None, preset: str, device: str, s
     return methods
 
 
+def parse_external(tokens: list[str]) -> dict[str, str]:
+    """``["NAME=DIR", ...]`` (--external) -> name -> folder of that method's fused images."""
+    external = {}
+    for token in tokens:
+        name, _, folder = token.partition("=")
+        if not name or not folder:
+            raise ValueError(f"--external {token!r}: give NAME=DIR, the method's name and the folder of its images")
+        if name in external:
+            raise ValueError(f"--external names {name!r} twice")
+        external[name] = folder
+    return external
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
-    methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device, args.seed)
-    bar, progress = _progress_bar(len(find_pairs(args.pairs)) * len(methods), "evaluate")
+    external = parse_external(args.external)
+    context = setup_distributed(args.device)
+    methods = parse_methods(args.methods, args.checkpoint, args.preset, str(context.device), args.seed)
+    bar, progress = _progress_bar("evaluate", disable=not context.is_main)
 
     result = evaluate_folder(args.pairs, methods, args.out, convention=args.convention, progress=progress,
-                             reuse=not args.no_reuse)
+                             reuse=not args.no_reuse, external=external, rank=context.rank,
+                             world_size=context.world_size)
     bar.close()
-    print(result.files["means_md"].read_text())
-    print(f"{result.num_pairs} pairs x {len(methods)} methods -> {args.out}")
+    if context.is_main:
+        print(result.files["means_md"].read_text())
+        print(f"{result.num_pairs} pairs x {len(result.methods)} methods -> {args.out}")
     return 0
 
 
@@ -261,6 +330,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the benchmark pair")
     p.add_argument("--large", default="", help="also fuse a large pair through tiles, e.g. 4096x4096")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or 'all' for every device present")
+    p.add_argument("--batches", default="1,4,8",
+                   help="batch sizes whose throughput (pairs/s of fuse_batch) is measured; '' to skip")
     p.add_argument("--out", help="write the JSON report here too")
     p.add_argument("--in-process", action="store_true",
                    help="measure in this process, not one fresh process each: quicker (no torch import per "
@@ -274,7 +345,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     presets = sorted(PRESETS) if args.presets == "all" else args.presets.split(",")
     report = run_benchmark(presets=presets, repeats=args.repeats, size=_parse_size(args.size),
                            large=_parse_size(args.large) if args.large else None, device=args.device,
-                           isolate=not args.in_process)
+                           isolate=not args.in_process, batches=tuple(int(b) for b in args.batches.split(",") if b))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
@@ -401,11 +472,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from .experiments import run_comparison
 
-    methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device, args.seed)
-    bar, progress = _progress_bar(len(find_pairs(args.data)) * len(methods), "compare")
+    external = parse_external(args.external)
+    methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device or default_device(), args.seed)
+    bar, progress = _progress_bar("compare")
 
     result = run_comparison(args.data, methods, args.out, reference=args.reference, convention=args.convention,
-                            progress=progress, reuse=not args.no_reuse)
+                            progress=progress, reuse=not args.no_reuse, external=external)
     bar.close()
     print(result.files["comparison_md"].read_text())
     return 0

@@ -110,6 +110,18 @@ def find_pairs(root: str | Path) -> list[ImagePair]:
     return [ImagePair(name, images_a[name], images_b[name]) for name in sorted(images_a)]
 
 
+def find_images(folder: str | Path) -> dict[str, Path]:
+    """name (file stem) -> image file of ``folder``, listed as the source folders of a pair root are.
+
+    Raises:
+        ValueError: ``folder`` is not a folder, or two of its images share a name.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder of images")
+    return _images_by_stem(folder)
+
+
 def case_of(name: str) -> str:
     """The case a Harvard-style name belongs to: the name without its last three digits (16003 -> 16)."""
     return name[:-3] if len(name) > 3 and name[-3:].isdigit() else name

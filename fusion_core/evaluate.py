@@ -10,6 +10,9 @@ The comparison of DGD-Fusion with the classical baselines (paper 2.1.3, tables 1
     means.png                    bar chart of the means, one panel per metric
 
 Metrics are computed on the 8-bit fused image as written, so a rerun that reuses it gives the same numbers.
+Another method's fused images (``external``: a folder per method, one image per pair named like it) are
+scored in the same tables, ranks and chart. Under torchrun each rank fuses and scores its share of the
+pairs and rank 0 writes the tables (`distributed`).
 `fuse_methods` and `score_methods` do the same for one pair (the app's metric table); `evaluate_folder` is
 built on them.
 Every table names the metric convention it uses (`metrics.CONVENTIONS`). No argparse: `cli.py` calls
@@ -29,8 +32,9 @@ import torch
 from scipy.stats import rankdata
 
 from .color import luma
-from .data import ImagePair, find_pairs
-from .imaging import LoadedImage, read_image, to_uint8, write_png
+from .data import ImagePair, find_images, find_pairs
+from .distributed import all_gather, barrier, share
+from .imaging import ImageLoadError, LoadedImage, read_image, to_uint8, write_png
 from .metrics import HIGHER_IS_BETTER, METRICS, PAPER_METRICS, compute_metrics, get_convention
 from .pipeline import FusionPipeline
 
@@ -228,12 +232,49 @@ def score_methods(fused: Mapping[str, np.ndarray], a: LoadedImage, b: LoadedImag
             for method, image in fused.items()}
 
 
-def _check_methods(methods: Mapping[str, FusionMethod]) -> None:
-    if not methods:
-        raise ValueError("no methods to evaluate; pass e.g. baselines.BASELINES")
-    for name in methods:
+def _check_methods(methods: Mapping[str, FusionMethod], external: Mapping[str, Path]) -> None:
+    if not methods and not external:
+        raise ValueError("no methods to evaluate; pass e.g. baselines.BASELINES, or external fused images")
+    for name in [*methods, *external]:
         if not _METHOD_NAME.match(name):
             raise ValueError(f"method name {name!r} must be a plain folder name (letters, digits, _ . + -)")
+    if clash := sorted(set(methods) & set(external)):
+        raise ValueError(f"method name(s) {', '.join(clash)} given both as a method and as external images")
+
+
+def _listed(names: Sequence[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def external_images(external: Mapping[str, str | Path], pairs: Sequence[ImagePair]) -> dict[str, dict[str, Path]]:
+    """Each external method's fused image of every pair: method -> pair name -> file (named like the pair).
+
+    Raises:
+        ValueError: a folder is missing, or lacks the image of some pairs; every such pair is named.
+    """
+    found, problems = {}, []
+    for method, folder in external.items():
+        images = find_images(folder)
+        if missing := [pair.name for pair in pairs if pair.name not in images]:
+            problems.append(f"method {method!r} has no image in {folder} of {len(missing)} pair(s): "
+                            f"{_listed(missing)}")
+        found[method] = {pair.name: images.get(pair.name) for pair in pairs}
+    if problems:
+        raise ValueError("; ".join(problems) + " (an external method's images are named like the pairs)")
+    return found
+
+
+def _external_image(path: Path, method: str, b: LoadedImage, pair: str) -> np.ndarray | str:
+    """An external method's image of a pair as the 8-bit pixels that are scored, or why it cannot be scored."""
+    try:
+        fused = to_uint8(read_image(path).pixels)
+    except ImageLoadError as error:
+        return f"method {method!r}, pair {pair}: {error}"
+    (height, width), (expected_h, expected_w) = fused.shape[:2], b.pixels.shape[:2]
+    if (height, width) != (expected_h, expected_w):
+        return (f"method {method!r}, pair {pair}: {path.name} is {width}x{height}, the pair is "
+                f"{expected_w}x{expected_h} (width x height)")
+    return fused
 
 
 def _read_registered(pair: ImagePair) -> tuple[LoadedImage, LoadedImage]:
@@ -261,6 +302,30 @@ def _fused_image(path: Path, method: str, fuse: FusionMethod, a: LoadedImage, b:
     return fused
 
 
+def _score_pair(pair: ImagePair, methods: Mapping[str, FusionMethod], external: Mapping[str, Mapping[str, Path]],
+                fused_dir: Path, reuse: bool, convention: str, tick: Callable[[str], None]
+                ) -> tuple[list[ImageScore], list[str]]:
+    """Every method's fused image of one pair (fused or reused; read for the external ones), scored.
+
+    Returns the pair's rows, in method order, and the external images that could not be scored.
+    """
+    image_a, image_b = _read_registered(pair)
+    fused, problems = {}, []
+    for method, fuse in methods.items():
+        fused[method] = _fused_image(fused_dir / method / f"{pair.name}.png", method, fuse, image_a, image_b,
+                                     pair.name, reuse)
+        tick(f"{method} {pair.name}")
+    for method, images in external.items():
+        image = _external_image(images[pair.name], method, image_b, pair.name)
+        if isinstance(image, str):
+            problems.append(image)
+        else:
+            fused[method] = image
+        tick(f"{method} {pair.name}")
+    scores = score_methods(fused, image_a, image_b, convention=convention)
+    return [ImageScore(pair.name, method, values) for method, values in scores.items()], problems
+
+
 def evaluate_folder(
     root: str | Path,
     methods: Mapping[str, FusionMethod],
@@ -269,6 +334,9 @@ def evaluate_folder(
     convention: str = "standard",
     progress: Progress | None = None,
     reuse: bool = True,
+    external: Mapping[str, str | Path] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> EvaluationResult:
     """Fuse every pair under root with every method, score the results and write the tables.
 
@@ -278,32 +346,45 @@ def evaluate_folder(
             b float in [0, 1], (H, W) or (H, W, 3); fused float in [0, 1] or uint8 with b's height and width.
         out_dir: where fused images and tables are written (created if missing).
         convention: metric convention, "standard" or "published" (named in every table).
-        progress: called as progress(done, total, description) after each fused image.
+        progress: called as progress(done, total, description) after each fused image (this rank's counts).
         reuse: read out_dir/fused/<method>/<name>.png when it exists instead of calling the method.
+        external: name -> folder of another method's fused images, one per pair named like it (NAME.png,
+            .tif, ...; gray or colour, the pair's size), scored as 8-bit images in the same tables after
+            ``methods``. A missing image is refused before anything is fused; an unreadable or wrong-size
+            one after the pass (the fused images stay for reuse); either way every such pair is named.
+        rank, world_size: this process's place in a torchrun launch (the process group joined,
+            `train.setup_distributed`): each rank fuses and scores every world_size-th pair, rank 0 writes
+            the tables from all of them; every rank returns the whole result.
     Returns:
         EvaluationResult with the per-image rows, the means, the mean ranks and the written paths.
     """
     get_convention(convention)
-    _check_methods(methods)
+    external = {name: Path(folder) for name, folder in (external or {}).items()}
+    _check_methods(methods, external)
     pairs = find_pairs(root)
+    images = external_images(external, pairs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fused_dir = out_dir / "fused"
-    total, done, rows = len(pairs) * len(methods), 0, []
-    for pair in pairs:
-        image_a, image_b = _read_registered(pair)
-        fused = {}
-        for method, fuse in methods.items():
-            path = fused_dir / method / f"{pair.name}.png"
-            fused[method] = _fused_image(path, method, fuse, image_a, image_b, pair.name, reuse)
-            done += 1
-            if progress is not None:
-                progress(done, total, f"{method} {pair.name}")
-        scores = score_methods(fused, image_a, image_b, convention=convention)
-        rows += [ImageScore(pair.name, method, values) for method, values in scores.items()]
+    mine = share(pairs, rank, world_size)
+    total, done, rows, problems = len(mine) * (len(methods) + len(external)), [0], [], []
 
+    def tick(text: str) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total, text)
+
+    for pair in mine:
+        pair_rows, pair_problems = _score_pair(pair, methods, images, fused_dir, reuse, convention, tick)
+        rows += pair_rows
+        problems += pair_problems
+    rows, problems = _gathered(rows, problems, pairs, world_size)
+    if problems:
+        raise ValueError(f"{len(problems)} external image(s) cannot be scored: {'; '.join(problems[:20])}"
+                         + (f"; and {len(problems) - 20} more" if len(problems) > 20 else ""))
+    names = (*methods, *external)
     means = {m: {label: float(np.mean([r.values[label] for r in rows if r.method == m])) for label in METRICS}
-             for m in methods}
+             for m in names}
     ranks = mean_ranks(means)
     files = {
         "per_image_csv": out_dir / "per_image.csv",
@@ -312,12 +393,29 @@ def evaluate_folder(
         "means_png": out_dir / "means.png",
         "fused_dir": fused_dir,
     }
+    if rank == 0:
+        _write_tables(files, rows, means, ranks, convention, f"{len(pairs)} pairs from {Path(root)}")
+    barrier(world_size)
+    return EvaluationResult(Path(root), convention, names, len(pairs), rows, means, ranks, files)
+
+
+def _gathered(rows: list[ImageScore], problems: list[str], pairs: Sequence[ImagePair], world_size: int
+              ) -> tuple[list[ImageScore], list[str]]:
+    """Every rank's rows in pair order (each pair's rows in method order) and every rank's problems."""
+    parts = all_gather((rows, problems), world_size)
+    order = {pair.name: i for i, pair in enumerate(pairs)}
+    rows = sorted((row for part, _ in parts for row in part), key=lambda row: order[row.name])  # stable
+    return rows, [problem for _, part in parts for problem in part]
+
+
+def _write_tables(files: dict[str, Path], rows: list[ImageScore], means: dict, ranks: dict, convention: str,
+                  source: str) -> None:
+    """per_image.csv, means.csv, means.md and means.png."""
     _write_per_image_csv(files["per_image_csv"], rows, convention)
     _write_means_csv(files["means_csv"], means, ranks, convention)
     caption = (
-        f"{len(pairs)} pairs from {Path(root)}; means over pairs, best value of each column in bold; "
+        f"{source}; means over pairs, best value of each column in bold; "
         f"mean rank over the paper's {', '.join(PAPER_METRICS)} (1 = best)."
     )
     files["means_md"].write_text(format_markdown_table(means, convention=convention, mean_rank=ranks, caption=caption))
     plot_means(files["means_png"], means, convention)
-    return EvaluationResult(Path(root), convention, tuple(methods), len(pairs), rows, means, ranks, files)

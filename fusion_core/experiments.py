@@ -555,22 +555,24 @@ def _percent_table(reference: str, percent: Mapping[str, Mapping[str, float]]) -
 
 
 def run_comparison(root: str | Path, methods: Mapping[str, FusionMethod], out_dir: str | Path, *, reference: str,
-                   convention: str = "standard", progress: Progress | None = None, reuse: bool = True
-                   ) -> ComparisonResult:
+                   convention: str = "standard", progress: Progress | None = None, reuse: bool = True,
+                   external: Mapping[str, str | Path] | None = None) -> ComparisonResult:
     """Evaluate every method on root's pairs; tabulate the paper metrics and the reference's lead in percent.
 
     Args:
         root: folder of pairs; methods: name -> fusion function (see `evaluate.evaluate_folder`).
         out_dir: evaluate_folder's outputs plus comparison.md and comparison.csv.
-        reference: the method compared with every other one (the network).
-        convention, progress, reuse: passed to evaluate_folder.
+        reference: the method compared with every other one (the network, or an external method).
+        convention, progress, reuse, external: passed to evaluate_folder (external: other methods' images).
     """
-    if reference not in methods or len(methods) < 2:
-        raise ValueError(f"reference {reference!r} must be one of at least two methods; got {', '.join(methods)}")
-    evaluation = evaluate_folder(root, methods, out_dir, convention=convention, progress=progress, reuse=reuse)
-    means = {m: {label: evaluation.means[m][label] for label in PAPER_METRICS} for m in methods}
+    names = [*methods, *(external or {})]
+    if reference not in names or len(names) < 2:
+        raise ValueError(f"reference {reference!r} must be one of at least two methods; got {', '.join(names)}")
+    evaluation = evaluate_folder(root, methods, out_dir, convention=convention, progress=progress, reuse=reuse,
+                                 external=external)
+    means = {m: {label: evaluation.means[m][label] for label in PAPER_METRICS} for m in evaluation.methods}
     percent = {m: {label: percent_above(means[reference][label], means[m][label]) for label in PAPER_METRICS}
-               for m in methods if m != reference}
+               for m in evaluation.methods if m != reference}
     out_dir = Path(out_dir)
     files = {"comparison_md": out_dir / "comparison.md", "comparison_csv": out_dir / "comparison.csv"}
     caption = (f"{evaluation.num_pairs} pairs from {root}; means over pairs, best in bold; mean rank over the "

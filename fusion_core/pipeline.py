@@ -13,6 +13,7 @@ Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -108,6 +109,37 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
                          "register or resample them to the same size first")
 
 
+@dataclass(frozen=True)
+class _Sources:
+    """One pair as the network reads it: Y_A (H, W) and B as RGB (H, W, 3), float32 in [0, 1]; ``colour``
+    says whether B came in colour (the result is then RGB(Y_F, Cb_B, Cr_B), else gray)."""
+
+    y_a: np.ndarray
+    b_rgb: np.ndarray
+    colour: bool
+
+    @classmethod
+    def of(cls, a: np.ndarray, b: np.ndarray, where: str = "") -> _Sources:
+        """Check and convert a pair (see ``FusionPipeline.fuse``); ``where`` opens any error message."""
+        try:
+            a, b = to_unit_float(a, "A"), to_unit_float(b, "B")
+            _check_pair(a, b)
+        except ValueError as error:
+            raise ValueError(f"{where}{error}") from None
+        y_a = luma(a[..., :3] if a.ndim == 3 and a.shape[2] == 3 else a.reshape(a.shape[:2]))
+        b = b.reshape(b.shape[:2]) if b.ndim == 3 and b.shape[2] == 1 else b
+        b_rgb = b if b.ndim == 3 else np.repeat(b[..., None], 3, axis=2)
+        return cls(y_a.astype(np.float32), b_rgb, b.ndim == 3)
+
+    def result(self, y_fused: np.ndarray, record: Intermediates | None, timesteps: tuple[int, ...], tiles: int,
+               warnings: list[str]) -> FusionResult:
+        """The FusionResult of fused luminance ``y_fused`` (H, W): the 8-bit image rounded from it."""
+        fused = replace_luma(self.b_rgb, y_fused) if self.colour else y_fused
+        fused = np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8)
+        return FusionResult(fused=fused, y_fused=y_fused, intermediates=record, timesteps=timesteps,
+                            tiles=tiles, warnings=tuple(warnings))
+
+
 def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of side ``tile`` covering [0, length) with at least ``overlap`` shared."""
     if length <= tile:
@@ -176,23 +208,81 @@ class FusionPipeline(nn.Module):
         Returns:
             FusionResult; ``fused`` is RGB(Y_F, Cb_B, Cr_B) when B is colour, else gray, uint8, input size.
         """
-        a, b = to_unit_float(a, "A"), to_unit_float(b, "B")
-        _check_pair(a, b)
+        source = _Sources.of(a, b)
         timesteps = self._check_timesteps(feature_timesteps)
         if generator is None:
             generator = torch.Generator().manual_seed(DEFAULT_SEED)
-        y_a = luma(a[..., :3] if a.ndim == 3 and a.shape[2] == 3 else a.reshape(a.shape[:2]))
-        b = b.reshape(b.shape[:2]) if b.ndim == 3 and b.shape[2] == 1 else b
-        b_rgb = b if b.ndim == 3 else np.repeat(b[..., None], 3, axis=2)
-        warnings = [] if self.trained else ["the network has random weights (no trained checkpoint loaded)"]
-        y_fused, record, tiles = self._fuse_planes(y_a.astype(np.float32), b_rgb, timesteps, generator,
+        y_fused, record, tiles = self._fuse_planes(source.y_a, source.b_rgb, timesteps, generator,
                                                    return_intermediates)
+        warnings = self._warnings()
         if return_intermediates and tiles > 1:
             warnings.append(f"intermediate maps are not recorded for inputs fused in {tiles} tiles")
-        fused = replace_luma(b_rgb, y_fused) if b.ndim == 3 else y_fused
-        fused = np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8)
-        return FusionResult(fused=fused, y_fused=y_fused, intermediates=record, timesteps=timesteps,
-                            tiles=tiles, warnings=tuple(warnings))
+        return source.result(y_fused, record, timesteps, tiles, warnings)
+
+    @torch.no_grad()
+    def fuse_batch(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                   feature_timesteps: tuple[int, ...] | None = None,
+                   generators: Sequence[torch.Generator] | None = None, batch_size: int = 8) -> list[FusionResult]:
+        """Fuse many registered pairs, same-size pairs through the network ``batch_size`` at a time.
+
+        Each pair gets exactly the noise ``fuse`` gives it: pair i draws its (T, 4, H, W) noise from
+        ``generators[i]`` alone, and the draws are interleaved into the UNet's timestep-major batch
+        (``_pair_noise``). The arithmetic is float32 on stock PyTorch kernels, which are not batch-invariant:
+        for the same sample PyTorch picks the CPU convolution backend by batch size (its own kernel for a
+        batch of one, or for a 1x1 convolution of fewer than 16 samples on one thread; oneDNN otherwise, see
+        ``torch._C._select_conv_backend``), and MKL's matrix products and the vectorised activations round the
+        last bit differently for another number of rows. So with ``batch_size`` > 1 a result equals ``fuse``'s
+        to float32 rounding, not bit for bit: measured on a 2-core AVX-512 CPU with the ``cpu`` preset at
+        640x480, batch 4: |delta Y_F| <= 1.8e-7, and 0-3 of the 307,200 pixels of the 8-bit image one level
+        apart. Bit-exact batches would need oneDNN switched off (twice as slow, measured) and sample-by-sample
+        small layers (time embedding, gates): not worth it. With ``batch_size=1`` every result is ``fuse``'s,
+        bit for bit; the same batches give the same bits on every run (tests/test_pipeline.py).
+        Pairs larger than ``tile_size`` are fused one at a time, in tiles, as ``fuse`` does.
+
+        Args:
+            pairs: (a, b) sources as ``fuse`` takes them; any mix of sizes (grouped by size, order kept).
+            feature_timesteps: as in ``fuse``, the same for every pair.
+            generators: one per pair; default a CPU generator seeded with 0 for each, as ``fuse`` uses.
+            batch_size: how many same-size pairs share one pass of the network (memory grows with it).
+        Returns:
+            One FusionResult per pair, in the order of ``pairs``; no intermediates.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        sources = [_Sources.of(a, b, f"pair {i}: ") for i, (a, b) in enumerate(pairs)]
+        timesteps = self._check_timesteps(feature_timesteps)
+        if generators is None:
+            generators = [torch.Generator().manual_seed(DEFAULT_SEED) for _ in sources]
+        if len(generators) != len(sources):
+            raise ValueError(f"give one generator per pair: {len(generators)} generators for {len(sources)} pairs")
+        results: list[FusionResult | None] = [None] * len(sources)
+        for chunk in self._batches([s.y_a.shape for s in sources], batch_size):
+            y_a = np.stack([sources[i].y_a for i in chunk])  # (N, H, W)
+            b_rgb = np.stack([sources[i].b_rgb for i in chunk])  # (N, H, W, 3)
+            if len(chunk) == 1:  # alone: perhaps in tiles
+                y, _, tiles = self._fuse_planes(y_a[0], b_rgb[0], timesteps, generators[chunk[0]], False)
+                y, tiles = y[None], [tiles]
+            else:
+                y, _ = self._fuse_stack(y_a, b_rgb, timesteps, [generators[i] for i in chunk], False)
+                tiles = [1] * len(chunk)
+            for i, y_fused, count in zip(chunk, y, tiles, strict=True):
+                results[i] = sources[i].result(y_fused, None, timesteps, count, self._warnings())
+        return results
+
+    def _batches(self, sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
+        """Indices grouped by image size (first-seen order), cut into chunks of at most ``batch_size``;
+        sizes fused in tiles get chunks of one."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, size in enumerate(sizes):
+            groups.setdefault(size, []).append(index)
+        chunks = []
+        for (height, width), indices in groups.items():
+            step = 1 if max(height, width) > self.tile_size else batch_size
+            chunks += [indices[i:i + step] for i in range(0, len(indices), step)]
+        return chunks
+
+    def _warnings(self) -> list[str]:
+        return [] if self.trained else ["the network has random weights (no trained checkpoint loaded)"]
 
     def _check_timesteps(self, timesteps: tuple[int, ...] | None) -> tuple[int, ...]:
         default = self.config.head.feature_timesteps
@@ -228,40 +318,60 @@ class FusionPipeline(nn.Module):
     def _fuse_tile(self, y_a: np.ndarray, b_rgb: np.ndarray, timesteps: tuple[int, ...],
                    generator: torch.Generator, return_intermediates: bool
                    ) -> tuple[np.ndarray, Intermediates | None]:
-        """One forward pass: Y_A (h, w), B (h, w, 3) in [0, 1] -> Y_F (h, w) and intermediates."""
+        """One pair, one forward pass: Y_A (h, w), B (h, w, 3) in [0, 1] -> Y_F (h, w) and intermediates."""
+        y, record = self._fuse_stack(y_a[None], b_rgb[None], timesteps, [generator], return_intermediates)
+        return y[0], record
+
+    def _fuse_stack(self, y_a: np.ndarray, b_rgb: np.ndarray, timesteps: tuple[int, ...],
+                    generators: Sequence[torch.Generator], return_intermediates: bool
+                    ) -> tuple[np.ndarray, Intermediates | None]:
+        """N same-size pairs, one forward pass: Y_A (N, h, w), B (N, h, w, 3) in [0, 1] -> Y_F (N, h, w) and
+        the first pair's intermediates; pair i's noise comes from ``generators[i]``."""
         device = self.device
-        a = torch.from_numpy(np.ascontiguousarray(y_a))[None, None].to(device)  # (1, 1, h, w)
-        b = torch.from_numpy(np.ascontiguousarray(b_rgb.astype(np.float32))).permute(2, 0, 1)[None].to(device)
-        y_b = torch.from_numpy(luma(b_rgb).astype(np.float32))[None, None].to(device)
-        padded, size = pad_to_multiple(torch.cat([a, b, y_b], dim=1), self.stride)  # (1, 5, H, W)
+        a = torch.from_numpy(np.ascontiguousarray(y_a))[:, None].to(device)  # (N, 1, h, w)
+        b = torch.from_numpy(np.ascontiguousarray(b_rgb.astype(np.float32))).permute(0, 3, 1, 2).to(device)
+        y_b = torch.from_numpy(luma(b_rgb).astype(np.float32))[:, None].to(device)  # (N, 1, h, w)
+        padded, size = pad_to_multiple(torch.cat([a, b, y_b], dim=1), self.stride)  # (N, 5, H, W)
         a, b, y_b = padded[:, :1], padded[:, 1:4], padded[:, 4:]
-        x0 = torch.cat([a, b], dim=1) * 2 - 1  # (1, 4, H, W) in [-1, 1]
-        features, record = self.unet_features(x0, timesteps, generator, return_intermediates)
-        t = torch.tensor([timesteps], device=device)  # (1, T)
+        x0 = torch.cat([a, b], dim=1) * 2 - 1  # (N, 4, H, W) in [-1, 1]
+        noise = _pair_noise(generators, len(timesteps), tuple(x0.shape[1:]))
+        features, record = self.unet_features(x0, timesteps, None, return_intermediates, noise=noise)
+        t = torch.tensor([timesteps], device=device).expand(len(generators), -1)  # (N, T)
         head = self.head(a, y_b, features, t, return_intermediates=return_intermediates)
-        y = crop_back(head.y_fused, size)[0, 0].float().cpu().numpy()
+        y = crop_back(head.y_fused, size)[:, 0].float().cpu().numpy()  # (N, h, w)
         if record is None:
             return y, None
         return y, _collect(record, head, size, tuple(padded.shape[-2:]))
 
-    def unet_features(self, x0: torch.Tensor, timesteps: tuple[int, ...], generator: torch.Generator,
-                      return_intermediates: bool = False
+    def unet_features(self, x0: torch.Tensor, timesteps: tuple[int, ...], generator: torch.Generator | None,
+                      return_intermediates: bool = False, *, noise: torch.Tensor | None = None
                       ) -> tuple[list[torch.Tensor], UNetIntermediates | None]:
         """Noise x0 (B, 4, H, W) to each timestep (eq. 1) and run the UNet once on all of them.
 
         All T timesteps go through the UNet as one batch of T * B. Measured on a 2-core CPU for a 640x512
         input of the ``cpu`` preset: 0.145 s batched against 0.153 s for T single-sample calls, so the
         batch (which docs/design.md §2.1 describes) stays.
+        The noise, (T * B, 4, H, W) timestep-major, is ``noise`` when given, else drawn from ``generator``.
         Returns decoder features with timesteps stacked on channels, (B, T * C_i, H_i, W_i), and, when asked,
         the UNet's intermediates with its batch of T * B, timestep-major: "(t b) ...".
         """
         num_t, b = len(timesteps), x0.shape[0]
-        noise = torch.randn((num_t * b, *x0.shape[1:]), generator=generator, device=generator.device)
+        if noise is None:
+            noise = torch.randn((num_t * b, *x0.shape[1:]), generator=generator, device=generator.device)
         t = torch.tensor(timesteps, device=x0.device).repeat_interleave(b)  # (T * B,)
         x_t = self.diffusion.q_sample(x0.repeat(num_t, 1, 1, 1), t, noise=noise.to(x0.device))
         out = self.unet.forward_features(x_t, t, return_intermediates)
         features = [rearrange(f, "(t b) c h w -> b (t c) h w", t=num_t) for f in out.features]
         return features, out.intermediates
+
+
+def _pair_noise(generators: Sequence[torch.Generator], num_t: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Each pair's noise (T, *shape) from its own generator, interleaved timestep-major: (T * N, *shape).
+
+    A generator draws exactly what ``unet_features`` draws for that pair alone, so batching keeps the noise.
+    """
+    noise = [torch.randn((num_t, *shape), generator=g, device=g.device) for g in generators]
+    return rearrange(torch.stack(noise), "n t ... -> (t n) ...")
 
 
 def _collect(unet: UNetIntermediates, head: FusionHeadOutput, size: tuple[int, int], padded: tuple[int, int]

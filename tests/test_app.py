@@ -77,11 +77,14 @@ def zip_of(path: Path, entries: dict[str, bytes]) -> Path:
     return path
 
 
+def zip_of_entries(pairs: list, top: str) -> dict[str, bytes]:
+    """Zip entries of the pairs' source files, in their folders, under ``top``."""
+    return {f"{top}{p.parent.name}/{p.name}": p.read_bytes() for pair in pairs for p in (pair.a, pair.b)}
+
+
 def pair_zip(path: Path, task: str = MEDICAL, top: str = "") -> Path:
     """The bundled pairs of a task as a zip, optionally inside a top folder."""
-    pairs = find_pairs(app.EXAMPLES / TASKS[task].folder)
-    entries = {f"{top}{p.parent.name}/{p.name}": p.read_bytes() for pair in pairs for p in (pair.a, pair.b)}
-    return zip_of(path, entries)
+    return zip_of(path, zip_of_entries(find_pairs(app.EXAMPLES / TASKS[task].folder), top))
 
 
 # ---------------------------------------------------------------------------------------------- handlers
@@ -254,6 +257,20 @@ def test_evaluates_an_uploaded_zip_and_refuses_zip_slip(fusion_app, tabs, tmp_pa
     with pytest.raises(gr.Error, match="The zip was refused"):
         fusion_app.evaluate(tabs.evaluate, str(zip_of(tmp_path / "evil.zip", {"../x.png": b"x"})), MEDICAL, AUTO,
                             "standard")
+
+
+def test_evaluates_the_fused_images_a_zip_brings_as_methods(fusion_app, tabs, tmp_path):
+    pairs = find_pairs(app.EXAMPLES / TASKS[MEDICAL].folder)
+    theirs = {f"upload/fused/theirs/{pair.name}.png": pair.b.read_bytes() for pair in pairs}  # B as "fused"
+    archive = zip_of(tmp_path / "pairs.zip", {**zip_of_entries(pairs, "upload/"), **theirs})
+    view = tabs.evaluate
+    out = fusion_app.evaluate(view, str(archive), MEDICAL, RANDOM, "standard", lambda *a, **k: None)
+    assert "**theirs**" in out[view.summary] and "| theirs |" in out[view.means]
+    assert [row[0] for row in out[view.rows] if row[1] == "theirs"] == [pair.name for pair in pairs]
+    first = dict([next(iter(theirs.items()))])  # the fused image of the first pair only
+    missing = zip_of(tmp_path / "missing.zip", {**zip_of_entries(pairs, "upload/"), **first})
+    with pytest.raises(gr.Error, match="method &#x27;theirs&#x27; has no image"):
+        fusion_app.evaluate(view, str(missing), MEDICAL, RANDOM, "standard", lambda *a, **k: None)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from PIL import Image
 from fusion_core.checkpoint import load_pipeline, save_pipeline
 from fusion_core.cli import main
 from fusion_core.imaging import read_image, read_pair, to_uint8, write_fused
-from fusion_core.pipeline import FusionResult
+from fusion_core.pipeline import FusionPipeline, FusionResult
 
 SIZE = 64  # two strides of the tiny config; 64 x 64 x 3 samples leave room for > 4096 distinct 16-bit levels
 
@@ -144,6 +144,28 @@ def test_evaluate_refuses_an_unknown_method(pairs, tmp_path, capsys):
     assert "unknown method 'magic'" in capsys.readouterr().err
 
 
+def test_evaluate_and_compare_score_an_external_method_beside_the_others(tmp_path, capsys):
+    root = _write_pairs(tmp_path / "pairs", ("001", "002"))
+    other = tmp_path / "theirs"
+    other.mkdir()
+    for name in ("001", "002"):  # another method's results: here, the visible image itself
+        (other / f"{name}.png").write_bytes((root / "vi" / f"{name}.png").read_bytes())
+    assert main(["evaluate", str(root), "--methods", "average", "--external", f"theirs={other}",
+                 "--out", str(tmp_path / "evaluation")]) == 0
+    with open(tmp_path / "evaluation" / "per_image.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["name"], r["method"]) for r in rows] == [("001", "average"), ("001", "theirs"), ("002", "average"),
+                                                        ("002", "theirs")]
+    assert "| theirs |" in capsys.readouterr().out
+    assert main(["compare", "--data", str(root), "--methods", "average", "--external", f"theirs={other}",
+                 "--reference", "theirs", "--out", str(tmp_path / "comparison")]) == 0
+    assert "## theirs relative to each method" in (tmp_path / "comparison" / "comparison.md").read_text()
+    (other / "002.png").unlink()
+    assert main(["evaluate", str(root), "--methods", "average", "--external", f"theirs={other}",
+                 "--out", str(tmp_path / "again")]) == 2
+    assert "method 'theirs' has no image in" in capsys.readouterr().err
+
+
 def test_split_holds_out_every_fifth_pair(tmp_path, capsys):
     names = ("a", "b", "c", "d", "e", "f")
     root = _write_pairs(tmp_path / "pairs", names)
@@ -161,7 +183,7 @@ def test_split_holds_out_every_fifth_pair(tmp_path, capsys):
 def test_bench_runs_the_tiny_preset_in_process(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
     code = main(["bench", "--presets", "tiny", "--repeats", "2", "--size", "40x32", "--in-process",
-                 "--out", str(report_path)])
+                 "--batches", "1,2", "--out", str(report_path)])
     assert code == 0
     report = json.loads(report_path.read_text())
     assert json.loads(capsys.readouterr().out) == report
@@ -171,3 +193,90 @@ def test_bench_runs_the_tiny_preset_in_process(tmp_path, capsys):
         ("fuse", "tiny", "cpu"), ("average", None, "cpu"), ("metrics", None, "cpu")]
     assert all(r["size"] == "40x32" and r["runs"] == 2 and r["median_s"] > 0 and r["peak_memory_mb"] > 0
                for r in results)
+    throughput = report["throughput"]
+    assert [(r["preset"], r["device"], r["batch"], r["pairs"]) for r in throughput] == [
+        ("tiny", "cpu", 1, 2), ("tiny", "cpu", 2, 2)]
+    assert all(r["pairs_per_s"] == pytest.approx(2 / r["median_s"]) and r["runs"] == 2 for r in throughput)
+
+
+# ------------------------------------------------------------------------------------------- fuse a folder
+
+
+def _fuse_folder(root: Path, checkpoint: Path, out: Path, *extra: str) -> int:
+    return main(["fuse", str(root), "-o", str(out), "--checkpoint", str(checkpoint), "--device", "cpu", *extra])
+
+
+def _pair_reference(root: Path, checkpoint: Path, name: str) -> np.ndarray:
+    pair = read_pair(root / "ir" / f"{name}.png", root / "vi" / f"{name}.png")
+    result = load_pipeline(checkpoint).fuse(pair.a.pixels, pair.b.pixels, generator=torch.Generator().manual_seed(0))
+    return result.fused
+
+
+@pytest.fixture
+def folder_with_a_corrupt_pair(tmp_path) -> Path:
+    root = _write_pairs(tmp_path / "pairs", ("001", "002", "003"))
+    (root / "vi" / "002.png").write_bytes(b"not an image at all")
+    return root
+
+
+def test_fuse_folder_fuses_the_good_pairs_and_lists_the_bad_one(folder_with_a_corrupt_pair, checkpoint, tmp_path,
+                                                              capsys):
+    out = tmp_path / "fused"
+    assert _fuse_folder(folder_with_a_corrupt_pair, checkpoint, out, "--batch", "2") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["001.png", "003.png", "failures.csv"]  # no partial files
+    for name in ("001", "003"):
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"{name}.png")),
+                                      _pair_reference(folder_with_a_corrupt_pair, checkpoint, name))
+    with open(out / "failures.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["name"], Path(r["b"]).name) for r in rows] == [("002", "002.png")]
+    assert rows[0]["error"].startswith("image B: not a recognised image")
+    printed = capsys.readouterr()
+    assert "fused 2 pairs, skipped 0 already fused, 1 failed" in printed.out and "failed: 002: image B" in printed.err
+
+
+def test_fuse_folder_resumes_with_the_missing_pairs_only(folder_with_a_corrupt_pair, checkpoint, tmp_path,
+                                                       monkeypatch, capsys):
+    out = tmp_path / "fused"
+    _fuse_folder(folder_with_a_corrupt_pair, checkpoint, out, "--format", "tif")
+    (out / "003.tif").unlink()
+    Image.fromarray(np.full((SIZE, SIZE), 7, np.uint8)).save(out / "001.tif")  # stands for a finished output
+    (folder_with_a_corrupt_pair / "vi" / "002.png").write_bytes((folder_with_a_corrupt_pair / "vi" / "001.png")
+                                                               .read_bytes())  # repaired
+    fused = []
+    original = FusionPipeline.fuse_batch
+    monkeypatch.setattr(FusionPipeline, "fuse_batch",
+                        lambda self, pairs, **kw: fused.append(len(pairs)) or original(self, pairs, **kw))
+    assert _fuse_folder(folder_with_a_corrupt_pair, checkpoint, out, "--format", "tif") == 0
+    assert sum(fused) == 2 and "fused 2 pairs, skipped 1 already fused ->" in capsys.readouterr().out
+    assert np.all(np.asarray(Image.open(out / "001.tif")) == 7)  # not fused again
+    assert sorted(p.name for p in out.iterdir()) == ["001.tif", "002.tif", "003.tif"]  # failures.csv is gone
+    assert _fuse_folder(folder_with_a_corrupt_pair, checkpoint, out, "--format", "tif", "--overwrite") == 0
+    assert sum(fused) == 5 and not np.all(np.asarray(Image.open(out / "001.tif")) == 7)
+
+
+def test_fuse_folder_leaves_no_half_file_when_a_write_is_interrupted(pairs, checkpoint, tmp_path, monkeypatch):
+    from fusion_core import folder_fusion
+
+    def interrupted(path, y_fused, b):
+        Path(path).write_bytes(b"half a PNG")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(folder_fusion, "write_fused", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _fuse_folder(pairs, checkpoint, tmp_path / "fused")
+    assert list((tmp_path / "fused").iterdir()) == []
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda pairs: [str(pairs / "ir" / "001.png"), "-o", "x"], "is not a folder of pairs; to fuse one pair"),
+    (lambda pairs: [str(pairs / "ir" / "001.png"), str(pairs / "vi" / "001.png"), "-o", "x.png", "--batch", "2"],
+     "are for a folder of pairs"),
+    (lambda pairs: [str(pairs), "-o", "x", "--batch", "0"], "batch size must be at least 1"),
+    (lambda pairs: [str(pairs), "-o", "x", "--timesteps", "5,50"], "reads 3 feature timesteps, got 2"),
+])
+def test_fuse_usage_errors_exit_with_2(pairs, tmp_path, capsys, monkeypatch, make_args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fuse", *make_args(pairs), "--preset", "tiny"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

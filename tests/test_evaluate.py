@@ -1,4 +1,5 @@
-"""Batch evaluation and pair discovery on tiny synthetic folders in tmp_path."""
+"""Batch evaluation (built-in methods and other methods' fused images) and pair discovery on tiny synthetic
+folders in tmp_path."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from PIL import Image
 from fusion_core.baselines import BASELINES, fuse_average
 from fusion_core.data import ImagePair, find_pairs
 from fusion_core.evaluate import evaluate_folder, format_markdown_table, fuse_methods, mean_ranks, score_methods
-from fusion_core.imaging import read_image
+from fusion_core.imaging import read_image, to_uint8, write_tiff16
 from fusion_core.metrics import METRICS, PAPER_METRICS, compute_metrics
 
 SHAPE = (24, 30)  # at least 17x17 for VIF
@@ -204,6 +205,68 @@ def test_score_methods_scores_against_the_stored_sources_and_matches_evaluate_fo
     assert scores["average"] == compute_metrics(fused["average"], a8, b8, convention="published").values
     result = evaluate_folder(root, {"average": fuse_average, "flat": _flat}, tmp_path / "out", convention="published")
     assert {row.method: row.values for row in result.rows} == scores
+
+
+# ------------------------------------------------------------------------------------------ external methods
+
+
+def _external_folder(folder: Path, names=("001", "002", "003"), seed: int = 5) -> Path:
+    """Another method's fused images: gray for 001, colour for the others; 003 as a 16-bit TIFF."""
+    rng = np.random.default_rng(seed)
+    for name in names:
+        if name == "003":
+            folder.mkdir(parents=True, exist_ok=True)
+            write_tiff16(folder / f"{name}.tif", rng.integers(0, 65536, (*SHAPE, 3), dtype=np.uint16))
+        else:
+            _write(folder / f"{name}.png", rng.integers(0, 256, SHAPE if name == "001" else (*SHAPE, 3), np.uint8))
+    return folder
+
+
+def test_external_images_are_scored_as_compute_metrics_scores_them_one_by_one(tmp_path):
+    root = _make_ivf_folder(tmp_path / "pairs")
+    other = _external_folder(tmp_path / "other")
+    result = evaluate_folder(root, {"average": fuse_average}, tmp_path / "out", external={"other": other})
+    assert result.methods == ("average", "other")
+    assert [(r.name, r.method) for r in result.rows][:2] == [("001", "average"), ("001", "other")]
+    for name, suffix in (("001", ".png"), ("002", ".png"), ("003", ".tif")):
+        fused = to_uint8(read_image(other / f"{name}{suffix}").pixels)
+        a, b = (np.asarray(Image.open(root / folder / f"{name}.png")) for folder in ("ir", "vi"))
+        row = next(r for r in result.rows if (r.name, r.method) == (name, "other"))
+        assert row.values == compute_metrics(fused, a, b).values
+    means = _markdown_rows(result.files["means_md"].read_text())
+    assert "other" in means and set(result.mean_rank) == {"average", "other"}
+    assert not (tmp_path / "out" / "fused" / "other").exists()  # read in place, not copied
+
+
+def test_missing_external_images_are_named_before_anything_is_fused(tmp_path):
+    root = _make_ivf_folder(tmp_path / "pairs")
+    other = _external_folder(tmp_path / "other", names=("002",))
+    method = CountingMethod(fuse_average)
+    with pytest.raises(ValueError, match=r"method 'other' has no image in .*other of 2 pair\(s\): 001, 003"):
+        evaluate_folder(root, {"average": method}, tmp_path / "out", external={"other": other})
+    assert method.calls == 0
+
+
+def test_wrong_size_and_unreadable_external_images_are_named(tmp_path):
+    root = _make_ivf_folder(tmp_path / "pairs")
+    other = _external_folder(tmp_path / "other")
+    _write(other / "002.png", np.zeros((SHAPE[0], SHAPE[1] - 2), np.uint8))
+    (other / "001.png").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"2 external image\(s\) cannot be scored: method 'other', pair 001: .*"
+                                         r"not a recognised image.*pair 002: 002.png is 28x24, the pair is 30x24"):
+        evaluate_folder(root, {"average": fuse_average}, tmp_path / "out", external={"other": other})
+    assert not (tmp_path / "out" / "means.csv").exists()
+
+
+def test_external_names_must_be_new_folder_names(tmp_path):
+    root = _make_ivf_folder(tmp_path / "pairs", names=("001",))
+    other = _external_folder(tmp_path / "other", names=("001",))
+    with pytest.raises(ValueError, match=r"method name\(s\) average given both as a method and as external images"):
+        evaluate_folder(root, {"average": fuse_average}, tmp_path / "out", external={"average": other})
+    with pytest.raises(ValueError, match="is not a folder of images"):
+        evaluate_folder(root, {}, tmp_path / "out", external={"other": tmp_path / "nowhere"})
+    only = evaluate_folder(root, {}, tmp_path / "out", external={"other": other})  # no built-in method needed
+    assert only.methods == ("other",) and only.mean_rank == {"other": 1.0}
 
 
 # ---------------------------------------------------------------------------------------------------- tables

@@ -10,7 +10,8 @@ Imports run one way. A module may import modules of its own tier or of the tiers
 | models | models/ |
 | diffusion | diffusion |
 | pipeline | pipeline, checkpoint |
-| training and evaluation | data, losses, validation, evaluate, train, experiments, bench; the package's re-exports |
+| training and evaluation | distributed, data, losses, validation, evaluate, folder_fusion, train, experiments, bench, |
+| | and the package's re-exports |
 | command line | cli, __main__ |
 | app | app.py, fusion_app/ (the only place gradio is imported: app.py) |
 
@@ -41,9 +42,10 @@ TIERS: list[tuple[str, tuple[str, ...]]] = [
     ("diffusion", ("fusion_core.diffusion",)),
     ("pipeline", ("fusion_core.pipeline", "fusion_core.checkpoint")),
     # `fusion_core` itself (the public API's re-exports) reaches down to train, so it sits in train's tier.
-    ("training and evaluation", ("fusion_core.data", "fusion_core.losses", "fusion_core.validation",
-                                 "fusion_core.evaluate", "fusion_core.train", "fusion_core.experiments",
-                                 "fusion_core.bench", "fusion_core")),
+    ("training and evaluation", ("fusion_core.distributed", "fusion_core.data", "fusion_core.losses",
+                                 "fusion_core.validation", "fusion_core.evaluate", "fusion_core.folder_fusion",
+                                 "fusion_core.train", "fusion_core.experiments", "fusion_core.bench",
+                                 "fusion_core")),
     ("command line", ("fusion_core.cli", "fusion_core.__main__")),
     ("app", ("fusion_app", "fusion_app.archive", "fusion_app.figures", "fusion_app.models", "fusion_app.training",
              "app")),

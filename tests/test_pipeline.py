@@ -1,4 +1,5 @@
-"""FusionPipeline.fuse: any size, bit-for-bit determinism, B's colour kept, intermediates, tiling, input checks."""
+"""FusionPipeline.fuse: any size, bit-for-bit determinism, B's colour kept, intermediates, tiling, input checks;
+fuse_batch: the noise of each pair, its results against fuse."""
 
 import numpy as np
 import pytest
@@ -230,3 +231,72 @@ def test_build_pipeline_draws_every_initial_weight_from_its_generator(tiny_confi
     assert not torch.equal(generator.get_state(), seeded(7).get_state())  # it advanced by what was drawn
     other = build_pipeline(tiny_config, seeded(8)).state_dict()
     assert any(not torch.equal(first[name], other[name]) for name in first)
+
+
+# ---------------------------------------------------------------------------------------------- fuse_batch
+
+
+def _mixed_pairs(rng):
+    """Four pairs of two sizes, colour and gray B, in an order that interleaves the sizes."""
+    return [make_pair(rng, 32, 32), make_pair(rng, 40, 48), make_pair(rng, 32, 32, colour=False),
+            make_pair(rng, 32, 32)]
+
+
+def test_fuse_batch_of_one_is_fuse_bit_for_bit(tiny_pipeline, rng):
+    pairs = _mixed_pairs(rng)
+    batch = tiny_pipeline.fuse_batch(pairs, generators=[seeded(s) for s in (3, 4, 5, 6)], batch_size=1)
+    for (a, b), seed, result in zip(pairs, (3, 4, 5, 6), batch, strict=True):
+        alone = tiny_pipeline.fuse(a, b, generator=seeded(seed))
+        assert np.array_equal(result.y_fused, alone.y_fused) and np.array_equal(result.fused, alone.fused)
+        assert result.fused.shape == alone.fused.shape and result.warnings == alone.warnings
+
+
+def test_fuse_batch_gives_each_pair_the_noise_fuse_gives_it(tiny_pipeline, rng, monkeypatch):
+    """The noise that reaches q_sample for pair i of a batch is, bit for bit, what a lone fuse draws for it."""
+    drawn = []
+    q_sample = tiny_pipeline.diffusion.q_sample
+    monkeypatch.setattr(tiny_pipeline.diffusion, "q_sample",
+                        lambda x0, t, noise=None: drawn.append(noise) or q_sample(x0, t, noise=noise))
+    pairs = [make_pair(rng, 32, 32) for _ in range(3)]
+    tiny_pipeline.fuse_batch(pairs, generators=[seeded(s) for s in (3, 4, 5)], batch_size=3)
+    together = drawn.pop().reshape(3, 3, 4, 32, 32)  # (T, N, 4, H, W): timestep-major
+    for i, (a, b) in enumerate(pairs):
+        tiny_pipeline.fuse(a, b, generator=seeded(3 + i))
+        assert torch.equal(together[:, i], drawn.pop())
+
+
+def test_fuse_batch_matches_fuse_to_float_rounding(tiny_pipeline, rng):
+    """Batched, the network's float32 arithmetic may round differently (see fuse_batch): within 1e-6 of Y_F
+    (measured: 1.2e-7) and one 8-bit level; a pair given another pair's noise would be far off."""
+    pairs = _mixed_pairs(rng)
+    seeds = (3, 4, 5, 6)
+    batch = tiny_pipeline.fuse_batch(pairs, generators=[seeded(s) for s in seeds], batch_size=4)
+    for (a, b), seed, result in zip(pairs, seeds, batch, strict=True):
+        alone = tiny_pipeline.fuse(a, b, generator=seeded(seed))
+        np.testing.assert_allclose(result.y_fused, alone.y_fused, rtol=0, atol=1e-6)
+        assert np.abs(result.fused.astype(int) - alone.fused).max() <= 1
+        other_noise = tiny_pipeline.fuse(a, b, generator=seeded(seed + 10))
+        assert np.abs(result.y_fused - other_noise.y_fused).max() > 1e-3
+
+
+def test_fuse_batch_fuses_a_large_pair_in_tiles_as_fuse_does(tiny_pipeline, rng):
+    tiny_pipeline.tile_size, tiny_pipeline.tile_overlap = 32, 8
+    pairs = [make_pair(rng, 40, 48), make_pair(rng, 40, 48)]
+    batch = tiny_pipeline.fuse_batch(pairs, batch_size=2)
+    for (a, b), result in zip(pairs, batch, strict=True):
+        assert result.tiles == 4 and np.array_equal(result.y_fused, tiny_pipeline.fuse(a, b).y_fused)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, "at least 1"),
+    ({"generators": [torch.Generator()]}, "one generator per pair: 1 generators for 2 pairs"),
+])
+def test_fuse_batch_refuses_bad_arguments(tiny_pipeline, rng, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_pipeline.fuse_batch([make_pair(rng, 32, 32), make_pair(rng, 32, 32)], **kwargs)
+
+
+def test_fuse_batch_names_the_bad_pair(tiny_pipeline, rng):
+    a, b = make_pair(rng, 32, 32)
+    with pytest.raises(ValueError, match="pair 1: A is 32x32 but B is 40x32"):
+        tiny_pipeline.fuse_batch([(a, b), (a, np.zeros((32, 40, 3), np.uint8))])
