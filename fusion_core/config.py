@@ -20,7 +20,8 @@ class UNetConfig:
 
     ``space_to_depth`` folds each s x s block of pixels into channels before the first stage and unfolds the
     output after the last (pixel unshuffle / shuffle), so the UNet works at 1/s resolution; full-resolution
-    detail reaches the fused image through the fusion head's own source branches.
+    detail reaches the fused image through the fusion head's own source branches. ``gfs_mask_norm`` puts a
+    GroupNorm before each GFS spatial mask (layers/gated.py; off in the presets, docs/training.md "The gates").
     """
 
     in_channels: int = 4
@@ -33,6 +34,7 @@ class UNetConfig:
     dropout: float = 0.0
     use_dfe: bool = True
     use_gfs: bool = True
+    gfs_mask_norm: bool = False
 
     @property
     def stride(self) -> int:

@@ -77,6 +77,33 @@ def test_gate_starts_open_to_learning():
     assert spreads[0] > 0.05 > spreads[1], spreads
 
 
+def test_mask_norm_keeps_the_spatial_mask_independent_of_the_expansion_scale():
+    """With ``mask_norm`` the mask's input is normalised, so shrinking the expansion's mask half (what stage 1
+    did to flatten the plain gate) leaves the spatial mask s as it was; without it, s shrinks with it."""
+    x = torch.randn(2, 16, 24, 24)
+    for mask_norm in (True, False):
+        torch.manual_seed(0)
+        gfs = GatedFeatureSelection(16, 16, time_embed_dim=16, norm_groups=4, dropout=0.0, mask_norm=mask_norm)
+        masks = []
+        for scale in (1.0, 0.1):
+            with torch.no_grad():
+                gfs.expand.weight[16:] *= scale
+                gfs.expand.bias[16:] *= scale
+                h2 = gfs.expand(gfs.norm_in(x))[:, 16:]
+                masks.append(gfs.spatial(gfs.norm_mask(h2)))
+        spreads = [m.flatten(2).std(dim=2).mean().item() for m in masks]
+        if mask_norm:
+            assert spreads[1] == pytest.approx(spreads[0], rel=1e-2)
+        else:
+            assert spreads[1] == pytest.approx(0.1 * spreads[0], rel=1e-2)
+
+
+def test_mask_norm_adds_its_parameters_to_the_gate_parameters():
+    plain = GatedFeatureSelection(16, 16, time_embed_dim=16, norm_groups=4, dropout=0.0)
+    normed = GatedFeatureSelection(16, 16, time_embed_dim=16, norm_groups=4, dropout=0.0, mask_norm=True)
+    assert len(normed.gate_parameters()) == len(plain.gate_parameters()) + 2  # the GroupNorm's weight and bias
+
+
 def test_gate_activity_of_a_hand_made_gate():
     gate = torch.full((1, 2, 2, 2), 0.5)
     gate[0, 0] = torch.tensor([[0.1, 0.9], [0.1, 0.9]])  # channel 0: std 0.4, two values low, two high

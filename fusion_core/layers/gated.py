@@ -14,7 +14,14 @@ standard deviation is then about 0.1 (0.115 on MSRS validation pairs) instead of
 gradient is about 2.6 times larger (tests/test_blocks.py measures both against the default form). Measured
 effect after training: stage 1 flattens the spatial spread to about 0.04 within 300 steps and keeps it there
 (0.0375 after 6000 steps), with 13-21 % of the gate values beyond 0.2 / 0.8 in the middle layers; an
-unbounded channel attention 1 + MLP did the same (docs/training.md).
+unbounded channel attention 1 + MLP did the same, and tuning the gates with the fusion loss in stage 2
+(``TrainConfig.gate_lr``, 300 steps at lr 1e-3) left the spread at 0.0375 (docs/training.md).
+
+``mask_norm`` (``UNetConfig.gfs_mask_norm``, off in the presets): the mask reads its half of the features
+through a GroupNorm, so stage 1 cannot flatten the gate by shrinking that half of the 1x1 expansion. The
+gate is still sigmoid(s * c) of eq. 7. Measured: 0.180 at initialisation, 0.069 after 600 stage-1 steps
+(0.040 without) and 0.0613 on MSRS test after 6000; but the weight-map head trained on that UNet settled on a copy of the
+pixel maximum (validation rank 3.43-3.57 against 2.57), so the presets keep the plain mask.
 
 Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 """
@@ -46,18 +53,20 @@ def gate_activity(gate: torch.Tensor) -> torch.Tensor:
 class GatedFeatureSelection(nn.Module):
     """GFS (paper §1.2.2, eqs. 7-8).
 
-    x -> GroupNorm -> 1x1 conv to 2C -> split; h1 = conv3x3(first half); s = depthwise conv(second half),
+    x -> GroupNorm -> 1x1 conv to 2C -> split; h1 = conv3x3(first half); s = depthwise conv(second half,
+    through a GroupNorm when ``mask_norm``),
     c = sigmoid(MLP(GAP(second half))); g = sigmoid(s * c); h = FiLM_t(h1 * g) (eq. 7);
     out = conv(Dropout(SiLU(GroupNorm(h)))) + W_res(x) (eq. 8).
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, time_embed_dim: int, norm_groups: int,
-                 dropout: float):
+                 dropout: float, mask_norm: bool = False):
         super().__init__()
         c, hidden = out_channels, max(out_channels // 4, 4)
         self.norm_in = group_norm(in_channels, norm_groups)
         self.expand = nn.Conv2d(in_channels, 2 * c, 1)
         self.main = nn.Conv2d(c, c, 3, padding=1)
+        self.norm_mask = group_norm(c, norm_groups) if mask_norm else nn.Identity()
         self.spatial = nn.Conv2d(c, c, 3, padding=1, groups=c)
         self.channel = nn.Sequential(nn.Linear(c, hidden), nn.SiLU(), nn.Linear(hidden, c), nn.Sigmoid())
         self.film = FeatureWiseAffine(time_embed_dim, c)
@@ -70,7 +79,7 @@ class GatedFeatureSelection(nn.Module):
 
     def gate_parameters(self) -> list[nn.Parameter]:
         """The parameters that shape g alone (spatial mask and channel attention), for stage-2 tuning."""
-        return [*self.spatial.parameters(), *self.channel.parameters()]
+        return [*self.norm_mask.parameters(), *self.spatial.parameters(), *self.channel.parameters()]
 
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C_in, H, W), t_emb (B, D) -> out (B, C, H, W), gate g (B, C, H, W) in (0, 1)."""
@@ -78,7 +87,7 @@ class GatedFeatureSelection(nn.Module):
         h1, h2 = self.expand(self.norm_in(x)).chunk(2, dim=1)  # (B, C, H, W) each
         h1 = self.main(h1)
         # 2. gate = sigmoid(spatial mask * channel attention)
-        s = self.spatial(h2)  # (B, C, H, W)
+        s = self.spatial(self.norm_mask(h2))  # (B, C, H, W)
         c = self.channel(h2.mean(dim=(2, 3)))[:, :, None, None]  # (B, C, 1, 1) in (0, 1)
         gate = torch.sigmoid(s * c)
         # 3. select, condition on the noise level (eq. 7), project and add the residual (eq. 8)

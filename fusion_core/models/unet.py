@@ -63,6 +63,14 @@ class UNetOutput:
     intermediates: UNetIntermediates | None = None
 
 
+def _selection_block(in_channels: int, out_channels: int, config: UNetConfig) -> nn.Module:
+    """GFS, or its ablation stand-in (a plain residual block) when ``config.use_gfs`` is off."""
+    common = {"time_embed_dim": config.time_embed_dim, "norm_groups": config.norm_groups, "dropout": config.dropout}
+    if not config.use_gfs:
+        return PlainResidualBlock(in_channels, out_channels, **common)
+    return GatedFeatureSelection(in_channels, out_channels, mask_norm=config.gfs_mask_norm, **common)
+
+
 class DynamicGatedStage(nn.Module):
     """One UNet stage: DFE (or a plain conv block) then GFS (or a plain residual block)."""
 
@@ -75,8 +83,7 @@ class DynamicGatedStage(nn.Module):
         else:
             self.extract = PlainConvBlock(in_channels, out_channels, kernel_size=config.kernel_size,
                                           norm_groups=config.norm_groups)
-        select = GatedFeatureSelection if config.use_gfs else PlainResidualBlock
-        self.select = select(out_channels, out_channels, dropout=config.dropout, **common)
+        self.select = _selection_block(out_channels, out_channels, config)
 
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor, name: str,
                 record: UNetIntermediates | None) -> torch.Tensor:
@@ -98,8 +105,6 @@ class DenoisingUNet(nn.Module):
         super().__init__()
         self.config = config
         s2, widths = config.space_to_depth ** 2, config.channels
-        common = {"time_embed_dim": config.time_embed_dim, "norm_groups": config.norm_groups,
-                  "dropout": config.dropout}
         self.time_embed = TimeEmbedding(config.time_embed_dim)
         self.stem = nn.Conv2d(config.in_channels * s2, widths[0], 3, padding=1)
         self.down = nn.ModuleList()
@@ -109,8 +114,7 @@ class DenoisingUNet(nn.Module):
             self.down.append(DynamicGatedStage(previous, width, config))
             self.downsample.append(Downsample(width, width))
             previous = width
-        select = GatedFeatureSelection if config.use_gfs else PlainResidualBlock
-        self.mid = select(previous, previous, **common)
+        self.mid = _selection_block(previous, previous, config)
         self.upsample = nn.ModuleList()
         self.up = nn.ModuleList()
         for width in reversed(widths):
