@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import re
 import shlex
 import signal
 import sys
@@ -29,8 +31,8 @@ import torch
 from tqdm import tqdm
 
 from .baselines import BASELINES
-from .checkpoint import DEFAULT_CHECKPOINT, WEIGHTS_NAME, is_checkpoint, load_pipeline
-from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig, parse_timesteps
+from .checkpoint import DEFAULT_CHECKPOINT, WEIGHTS_NAME, CheckpointError, is_checkpoint, load_pipeline
+from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig, check_seed, parse_timesteps
 from .data import PairDataset, find_pairs, write_split
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
 from .folder_fusion import FOLDER_FORMATS, fuse_folder
@@ -43,6 +45,47 @@ from .validation import ValidationSet, measure_gates
 def default_device() -> str:
     """cuda when present, else cpu."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(text: str | None) -> str | None:
+    """``text`` if it names a device this machine has (cpu, cuda, cuda:N); None (the default) passes.
+
+    Raises:
+        ValueError: another name, or cuda where there is none; the message lists the allowed values and
+            says whether CUDA is present.
+    """
+    if text is None:
+        return None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    present = f"CUDA is present ({count} device(s): cuda:0..cuda:{count - 1})" if count else "CUDA is not present"
+    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", text)
+    if match is None:
+        raise ValueError(f"--device {text!r} is not a device: use cpu, cuda or cuda:N; {present}")
+    if text != "cpu" and (not count or int(match.group(1) or 0) >= count):
+        choices = f"cpu, cuda or cuda:0..cuda:{count - 1}" if count else "cpu"
+        raise ValueError(f"--device {text}: {present}; use {choices}")
+    return text
+
+
+def check_output_folder(path: str | os.PathLike, *, create: bool) -> None:
+    """Refuse, before any work, a folder that an output cannot be written into; nothing is created here.
+
+    ``create``: a missing folder is fine (the command creates it) when the nearest existing folder above it
+    is writable; otherwise a missing folder is refused.
+
+    Raises:
+        ValueError: the folder, or the nearest existing path above it, is a file, missing or read-only.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path and not create:
+        raise ValueError(f"output folder {path} does not exist; create it first")
+    if not existing.is_dir():
+        raise ValueError(f"cannot write into {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write into {path}: {existing} is read-only")
 
 
 def resolve_pipeline(checkpoint: str | None, preset: str, device: str) -> FusionPipeline:
@@ -82,11 +125,13 @@ def _run_fuse(args: argparse.Namespace) -> int:
         return _run_fuse_folder(args)
     if args.format or args.batch is not None or args.overwrite:
         raise ValueError("--format, --batch and --overwrite are for a folder of pairs; give the folder alone")
-    fused_format(args.output)  # a bad name or timesteps fail now, not after the fusion
+    fused_format(args.output)  # a bad name, folder, device, seed or timesteps fail now, not after the fusion
+    check_output_folder(Path(args.output).parent, create=False)
+    device, seed = check_device(args.device), check_seed(args.seed)
     timesteps = parse_timesteps(args.timesteps)
     pair = read_pair(args.a, args.b, on_size_mismatch="resample" if args.resample else "refuse", align=args.align)
-    pipeline = resolve_pipeline(args.checkpoint, args.preset, args.device or default_device())
-    generator = torch.Generator().manual_seed(args.seed)
+    pipeline = resolve_pipeline(args.checkpoint, args.preset, device or default_device())
+    generator = torch.Generator().manual_seed(seed)
     result = pipeline.fuse(pair.a.pixels, pair.b.pixels, feature_timesteps=timesteps, generator=generator)
     for warning in (*pair.warnings, *result.warnings):
         print(f"warning: {warning}", file=sys.stderr)
@@ -100,7 +145,9 @@ def _run_fuse_folder(args: argparse.Namespace) -> int:
     if not Path(args.a).is_dir():
         raise ValueError(f"{args.a} is not a folder of pairs; to fuse one pair, give both images: fuse A B -o OUT")
     timesteps = parse_timesteps(args.timesteps)
-    context = setup_distributed(args.device)
+    check_output_folder(args.output, create=True)
+    check_seed(args.seed)
+    context = setup_distributed(check_device(args.device))
     pipeline = resolve_pipeline(args.checkpoint, args.preset, str(context.device))
     bar = tqdm(desc="fuse" if context.world_size == 1 else f"fuse (rank 0 of {context.world_size})", unit="pair",
                disable=not context.is_main)
@@ -164,12 +211,19 @@ def _with_loss_weights(pipeline: FusionPipeline, args: argparse.Namespace) -> Fu
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    context = setup_distributed(args.device)
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "stage"}
+    TrainConfig(**fields)  # a bad seed, crop or step count fails now, before anything is built or written
+    check_output_folder(args.out, create=True)
+    context = setup_distributed(check_device(args.device))
     resuming = args.resume and is_checkpoint(args.out)
     source = args.out if resuming else args.init  # a resumed run keeps its own config (loss weights, head)
     generator = torch.Generator().manual_seed(args.seed)  # --seed draws the initial weights too
     pipeline = load_pipeline(source) if source else build_pipeline(PRESETS[args.preset], generator)
     pipeline = _with_loss_weights(pipeline, args)
+    stride = pipeline.config.unet.stride
+    if args.crop % stride:
+        raise ValueError(f"--crop {args.crop}: crop must be a multiple of {stride}, the stride of this model "
+                         f"(e.g. {max(stride, args.crop // stride * stride)})")
     if args.head_output and args.head_output != pipeline.config.head.output:
         pipeline = pipeline.with_head(dataclasses.replace(pipeline.config.head, output=args.head_output), generator)
     dataset = PairDataset([pair for root in args.data for pair in find_pairs(root)])
@@ -179,7 +233,6 @@ def _run_train(args: argparse.Namespace) -> int:
         stages = [2]  # stage 1 finished before the stop
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "stage"}
     for stage in stages:
         steps = args.stage1_steps if stage == 1 and args.stage == "both" and args.stage1_steps else args.steps
         config = TrainConfig(**{**fields, "stage": stage, "steps": steps})
@@ -293,7 +346,9 @@ def parse_external(tokens: list[str]) -> dict[str, str]:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     external = parse_external(args.external)
-    context = setup_distributed(args.device)
+    check_output_folder(args.out, create=True)
+    check_seed(args.seed)
+    context = setup_distributed(check_device(args.device))
     methods = parse_methods(args.methods, args.checkpoint, args.preset, str(context.device), args.seed)
     bar, progress = _progress_bar("evaluate", disable=not context.is_main)
 
@@ -369,7 +424,8 @@ def _add_gates(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_gates(args: argparse.Namespace) -> int:
-    pipeline = resolve_pipeline(args.checkpoint, args.preset, args.device)
+    pipeline = resolve_pipeline(args.checkpoint, args.preset, check_device(args.device))
+    check_seed(args.seed)
     dataset = PairDataset(find_pairs(args.pairs))
     bar = tqdm(total=len(dataset), desc="gates", unit="pair")
     report = measure_gates(pipeline, list(zip(dataset.a, dataset.b, strict=True)), args.seed,
@@ -473,7 +529,9 @@ def _run_compare(args: argparse.Namespace) -> int:
     from .experiments import run_comparison
 
     external = parse_external(args.external)
-    methods = parse_methods(args.methods, args.checkpoint, args.preset, args.device or default_device(), args.seed)
+    check_output_folder(args.out, create=True)
+    device = check_device(args.device) or default_device()
+    methods = parse_methods(args.methods, args.checkpoint, args.preset, device, check_seed(args.seed))
     bar, progress = _progress_bar("compare")
 
     result = run_comparison(args.data, methods, args.out, reference=args.reference, convention=args.convention,
@@ -493,12 +551,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; a known error (bad input, flag, checkpoint or output path) is one line, exit status 2.
+
+    ValueError (CheckpointError and the config checks among them), ImageLoadError and an OSError naming a file
+    (an output that cannot be written) are the person's to fix; anything else is a bug and keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ImageLoadError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (ImageLoadError, CheckpointError, ValueError) as error:
+        return _refuse(str(error))
+    except OSError as error:
+        if error.filename is None:
+            raise
+        return _refuse(f"{error.strerror}: {error.filename}")
+
+
+def _refuse(message: str) -> int:
+    """Print ``message`` as one ``error:`` line (a multi-line one, e.g. torch's shape list, joined) and return 2."""
+    print("error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

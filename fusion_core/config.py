@@ -14,6 +14,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def _whole(owner: str, name: str, value: Any, low: int, high: int) -> None:
+    """Refuse a ``value`` that is not a whole number in low..high, naming the field and the range."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{owner}.{name} must be a whole number in {low}..{high}, got {value!r}")
+
+
+def _real(owner: str, name: str, value: Any, low: float, high: float) -> None:
+    """Refuse a ``value`` that is not a number in [low, high], naming the field and the range."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"{owner}.{name} must be a number in [{low}, {high}], got {value!r}")
+
+
+def _flag(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}.{name} must be true or false, got {value!r}")
+
+
+def _sequence(owner: str, name: str, value: Any, length: tuple[int, int], low: int, high: int) -> None:
+    """Refuse anything but a tuple of ``length`` (min, max) whole numbers, each in low..high."""
+    if not isinstance(value, tuple) or not length[0] <= len(value) <= length[1]:
+        raise ValueError(f"{owner}.{name} must be a list of {length[0]} to {length[1]} whole numbers, got {value!r}")
+    for item in value:
+        _whole(owner, name, item, low, high)
+
+
+MAX_WIDTH = 4096  # channels of any layer; far above the presets' widest (256), far below what exhausts memory
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """The denoising UNet eps_theta(x_t, t) (docs/design.md §2.4).
@@ -36,6 +64,25 @@ class UNetConfig:
     use_gfs: bool = True
     gfs_mask_norm: bool = False
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field outside its allowed range (a hand-edited config.json)."""
+        owner = "unet"
+        _whole(owner, "in_channels", self.in_channels, 1, 64)
+        _sequence(owner, "channels", self.channels, (1, 8), 1, MAX_WIDTH)
+        _whole(owner, "space_to_depth", self.space_to_depth, 1, 16)
+        _whole(owner, "num_experts", self.num_experts, 1, 64)
+        _whole(owner, "kernel_size", self.kernel_size, 1, 15)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"unet.kernel_size must be odd (1, 3, 5, ... 15), got {self.kernel_size}")
+        _whole(owner, "time_embed_dim", self.time_embed_dim, 1, MAX_WIDTH)
+        _whole(owner, "norm_groups", self.norm_groups, 1, MAX_WIDTH)
+        _real(owner, "dropout", self.dropout, 0.0, 1.0)
+        for name in ("use_dfe", "use_gfs", "gfs_mask_norm"):
+            _flag(owner, name, getattr(self, name))
+
     @property
     def stride(self) -> int:
         """Side length every input must be a multiple of (the pipeline pads to it)."""
@@ -49,6 +96,18 @@ class DiffusionConfig:
     num_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 2e-2
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field outside its allowed range."""
+        _whole("diffusion", "num_timesteps", self.num_timesteps, 1, 100_000)
+        _real("diffusion", "beta_start", self.beta_start, 0.0, 1.0)
+        _real("diffusion", "beta_end", self.beta_end, 0.0, 1.0)
+        if not 0 < self.beta_start <= self.beta_end < 1:
+            raise ValueError(f"diffusion betas must satisfy 0 < beta_start <= beta_end < 1, got "
+                             f"{self.beta_start} and {self.beta_end}")
 
 
 HEAD_OUTPUTS = ("weight_map", "intensity")
@@ -69,8 +128,7 @@ class FusionHeadConfig:
     """
 
     def __post_init__(self):
-        if self.output not in HEAD_OUTPUTS:
-            raise ValueError(f"head output must be one of {HEAD_OUTPUTS}, got {self.output!r}")
+        self.validate()
 
     channels: int = 16
     num_heads: int = 2
@@ -82,6 +140,23 @@ class FusionHeadConfig:
     output: str = "weight_map"
     residual_scale: float = 0.25
 
+    def validate(self) -> None:
+        """Raise ValueError naming the first field outside its allowed range."""
+        owner = "head"
+        _whole(owner, "channels", self.channels, 1, MAX_WIDTH)
+        _whole(owner, "num_heads", self.num_heads, 1, 64)
+        if self.channels % self.num_heads:
+            raise ValueError(f"head.channels ({self.channels}) must be a multiple of head.num_heads "
+                             f"({self.num_heads})")
+        _real(owner, "ffn_expansion", self.ffn_expansion, 0.25, 16.0)
+        _whole(owner, "head_downsample", self.head_downsample, 1, 16)
+        _flag(owner, "use_glsa", self.use_glsa)
+        _sequence(owner, "feature_timesteps", self.feature_timesteps, (1, 16), 0, 99_999)
+        _whole(owner, "time_embed_dim", self.time_embed_dim, 1, MAX_WIDTH)
+        if self.output not in HEAD_OUTPUTS:
+            raise ValueError(f"head output must be one of {HEAD_OUTPUTS}, got {self.output!r}")
+        _real(owner, "residual_scale", self.residual_scale, 0.0, 10.0)
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -90,6 +165,14 @@ class LossConfig:
     intensity: float = 1.0
     gradient: float = 10.0
     ssim: float = 1.0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first weight outside [0, 1e6]."""
+        for f in dataclasses.fields(self):
+            _real("loss", f.name, getattr(self, f.name), 0.0, 1e6)
 
 
 @dataclass(frozen=True)
@@ -186,6 +269,34 @@ class TrainConfig:
     timestep_jitter: float = 0.5
     validate_every: int = 250
     gate_lr: float = 0.0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field outside its allowed range (a typed flag, say)."""
+        owner = "train"
+        _whole(owner, "stage", self.stage, 1, 2)
+        _whole(owner, "steps", self.steps, 0, 10**12)
+        _whole(owner, "batch_size", self.batch_size, 1, 1_000_000)
+        _whole(owner, "crop", self.crop, 1, 1_000_000)
+        _real(owner, "lr", self.lr, 0.0, 1.0)
+        _whole(owner, "seed", self.seed, 0, MAX_SEED)
+        _whole(owner, "log_every", self.log_every, 1, 10**12)
+        for name in ("checkpoint_every", "preview_every", "validate_every"):
+            _whole(owner, name, getattr(self, name), 0, 10**12)
+        _real(owner, "timestep_jitter", self.timestep_jitter, 0.0, 5.0)
+        _real(owner, "gate_lr", self.gate_lr, 0.0, 1.0)
+
+
+MAX_SEED = 2**32 - 1  # train seeds step s with (seed * 1_000_003 + s) * 257 + rank, which must stay below 2**64
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` if it is a whole number in 0..MAX_SEED (a torch generator's range, with room for steps)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number in 0..{MAX_SEED}, got {seed!r}")
+    return seed
 
 
 def parse_timesteps(text: str | None, *, num_timesteps: int = DiffusionConfig.num_timesteps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fusion_core.checkpoint import load_pipeline, save_pipeline
+from fusion_core import cli
+from fusion_core.checkpoint import CheckpointError, load_pipeline, save_pipeline
 from fusion_core.cli import main
 from fusion_core.imaging import read_image, read_pair, to_uint8, write_fused
 from fusion_core.pipeline import FusionPipeline, FusionResult
@@ -280,3 +282,135 @@ def test_fuse_usage_errors_exit_with_2(pairs, tmp_path, capsys, monkeypatch, mak
     assert main(["fuse", *make_args(pairs), "--preset", "tiny"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------ clear errors everywhere
+
+
+def _one_error_line(capsys) -> str:
+    """The stderr of a refused command: exactly one ``error: ...`` line, no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ") or "Traceback" in line]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("output, message", [
+    ("missing/out.png", r"output folder .*missing does not exist; create it first"),
+    ("file.txt/out.png", r"file\.txt is a file, not a folder"),
+])
+def test_fuse_refuses_an_output_folder_it_cannot_write_into(pairs, checkpoint, tmp_path, capsys, output, message):
+    (tmp_path / "file.txt").write_text("not a folder")
+    assert _fuse(pairs, checkpoint, tmp_path / output) == 2
+    assert re.search(message, _one_error_line(capsys))
+    assert not (tmp_path / "missing").exists() and (tmp_path / "file.txt").read_text() == "not a folder"
+
+
+def _unwritable(tmp_path: Path) -> tuple[Path, str]:
+    """A folder path that cannot be created even by root (it lies under a file), and what the refusal says."""
+    (tmp_path / "file.txt").write_text("not a folder")
+    return tmp_path / "file.txt" / "out", r"file\.txt is a file, not a folder"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_train_and_evaluate_refuse_an_out_folder_that_cannot_be_created(pairs, tmp_path, capsys, command):
+    out, message = _unwritable(tmp_path)
+    args = (["train", "--data", str(pairs), "--preset", "tiny", "--steps", "1", "--batch", "1", "--crop", "64"]
+            if command == "train" else ["evaluate", str(pairs), "--methods", "average"])
+    assert main([*args, "--out", str(out), "--device", "cpu"]) == 2
+    line = _one_error_line(capsys)
+    assert re.search(message, line) and str(out) in line
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_evaluate_refuses_a_read_only_location_naming_it(pairs, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["evaluate", str(pairs), "--methods", "average", "--out", str(locked / "eval")]) == 2
+        assert f"{locked} is read-only" in _one_error_line(capsys)
+        assert not (locked / "eval").exists()
+    finally:
+        locked.chmod(0o700)
+
+
+def test_evaluate_creates_a_missing_out_folder(pairs, tmp_path):
+    out = tmp_path / "new" / "nested" / "eval"
+    assert main(["evaluate", str(pairs), "--methods", "average", "--out", str(out)]) == 0
+    assert (out / "per_image.csv").is_file()
+
+
+@pytest.mark.parametrize("device, message", [
+    ("banana", r"--device 'banana' is not a device: use cpu, cuda or cuda:N; CUDA is (not )?present"),
+    ("cuda:99", r"--device cuda:99: CUDA is (not )?present.*; use cpu"),
+])
+def test_fuse_refuses_an_unknown_or_absent_device_listing_the_allowed_ones(pairs, checkpoint, tmp_path, capsys,
+                                                                         device, message):
+    assert _fuse(pairs, checkpoint, tmp_path / "fused.png", "--device", device) == 2
+    assert re.search(message, _one_error_line(capsys))
+    assert not (tmp_path / "fused.png").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_fuse_refuses_cuda_where_there_is_none(pairs, checkpoint, tmp_path, capsys):
+    assert _fuse(pairs, checkpoint, tmp_path / "fused.png", "--device", "cuda") == 2
+    assert _one_error_line(capsys) == "error: --device cuda: CUDA is not present; use cpu"
+
+
+@pytest.mark.parametrize("part, field, value, message", [
+    ("unet", "channels", [100000], r"unet\.channels must be a whole number in 1\.\.4096, got 100000"),
+    ("unet", "num_experts", -1, r"unet\.num_experts must be a whole number in 1\.\.64, got -1"),
+    ("unet", "channels", "abc", r"unet\.channels must be a list of 1 to 8 whole numbers, got 'abc'"),
+    ("head", "channels", "abc", r"head\.channels must be a whole number in 1\.\.4096, got 'abc'"),
+    ("loss", "ssim", -2.0, r"loss\.ssim must be a number in \[0\.0, 1000000\.0\], got -2\.0"),
+])
+def test_a_checkpoint_config_out_of_range_is_refused_in_one_line(pairs, checkpoint, tmp_path, capsys,
+                                                               part, field, value, message):
+    config = json.loads((checkpoint / "config.json").read_text())
+    config[part][field] = value
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "config.json").write_text(json.dumps(config))
+    (edited / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=message):
+        load_pipeline(edited)
+    assert _fuse(pairs, edited, tmp_path / "fused.png") == 2
+    line = _one_error_line(capsys)
+    assert re.search(message, line) and "config.json" in line
+    assert not (tmp_path / "fused.png").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--crop", "32"), r"--crop 32: crop must be a multiple of 64"),
+    (("--crop", "64", "--seed", str(2**70)), r"seed must be a whole number in 0\.\.4294967295, got 1180591620717"),
+    (("--crop", "64", "--seed", "-1"), r"seed must be a whole number in 0\.\.4294967295, got -1"),
+])
+def test_train_refuses_a_bad_crop_or_seed_before_writing_anything(pairs, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(pairs), "--out", str(out), "--preset", "tiny", "--steps", "1",
+                 "--batch", "1", "--device", "cpu", *extra]) == 2
+    line = _one_error_line(capsys)
+    assert re.search(message, line) and "pad_to_multiple" not in line
+    assert not out.exists()
+
+
+def test_unexpected_errors_keep_their_traceback(pairs, checkpoint, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "read_pair", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        _fuse(pairs, checkpoint, tmp_path / "fused.png")
+    monkeypatch.setattr(cli, "read_pair", lambda *a, **k: (_ for _ in ()).throw(OSError("no file named")))
+    with pytest.raises(OSError, match="no file named"):
+        _fuse(pairs, checkpoint, tmp_path / "fused.png")
+
+
+def test_an_os_error_on_a_named_output_is_one_line(pairs, checkpoint, tmp_path, capsys, monkeypatch):
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cli, "write_fused", denied)
+    assert _fuse(pairs, checkpoint, tmp_path / "fused.png") == 2
+    assert _one_error_line(capsys) == f"error: Permission denied: {tmp_path / 'fused.png'}"
