@@ -4,8 +4,9 @@ A zip of pairs may also bring other methods' fused images, in folders ``fused/NA
 folders (one image per pair, named like it); ``external_methods`` finds them for the Evaluate tab.
 
 An upload is untrusted: every entry is checked before anything is written (no absolute paths, no '..', no
-symbolic links, a cap on the entry count and on the declared uncompressed size, which ``zipfile`` enforces
-while reading, so a lying header cannot unpack more).
+symbolic links, no entry that names no file ('.') or is both a file and a folder, a cap on the entry count and
+on the declared uncompressed size, which ``zipfile`` enforces while reading, so a lying header cannot unpack
+more); an entry whose data fails its checks while unpacking is named in the message.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from fusion_core import find_pairs
@@ -23,8 +25,14 @@ FUSED_FOLDER = "fused"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "MODEL_CARD.md", "train_state.json", "train_log.jsonl")
 
 
+def _parts(member: zipfile.ZipInfo) -> tuple[str, ...]:
+    """The path of an entry inside the folder it unpacks to ('.' parts dropped)."""
+    return PurePosixPath(member.filename.replace("\\", "/")).parts
+
+
 def _check_members(members: list[zipfile.ZipInfo], max_files: int, max_bytes: int) -> None:
-    """Refuse absolute paths, '..' parts, symbolic links, too many entries and too many bytes."""
+    """Refuse absolute paths, '..' parts, symbolic links, entries that name no file, a name used both for a
+    file and for a folder, too many entries and too many bytes."""
     if not members:
         raise ValueError("the zip is empty")
     if len(members) > max_files:
@@ -41,6 +49,13 @@ def _check_members(members: list[zipfile.ZipInfo], max_files: int, max_bytes: in
             raise ValueError(f"the zip entry {member.filename!r} points outside the folder ('..')")
         if (member.external_attr >> 16) & 0o170000 == 0o120000:
             raise ValueError(f"the zip entry {member.filename!r} is a symbolic link")
+        if not _parts(member) and not member.is_dir():
+            raise ValueError(f"the zip entry {member.filename!r} names no file")
+    files = {_parts(m) for m in members if not m.is_dir()}
+    folders = {_parts(m)[:i] for m in members for i in range(1, len(_parts(m)) + (m.is_dir()))}
+    clash = min(files & folders, default=None)
+    if clash is not None:
+        raise ValueError(f"the zip holds both a file and a folder named {'/'.join(clash)!r}")
 
 
 def unpack_zip(path: str, dest: Path, max_files: int = MAX_ZIP_FILES, max_bytes: int = MAX_ZIP_BYTES) -> Path:
@@ -59,15 +74,23 @@ def unpack_zip(path: str, dest: Path, max_files: int = MAX_ZIP_FILES, max_bytes:
         members = [m for m in archive.infolist() if not m.filename.replace("\\", "/").startswith("__MACOSX/")]
         _check_members(members, max_files, max_bytes)
         for member in members:
-            target = dest.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
-            if member.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as source, open(target, "wb") as out:
-                shutil.copyfileobj(source, out)
+            _unpack_member(archive, member, dest.joinpath(*_parts(member)))
     folders = [p for p in dest.iterdir() if p.is_dir()]
     return folders[0] if len(folders) == 1 and not _has_layout(dest) else dest
+
+
+def _unpack_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> None:
+    """One checked entry written to ``target``; damaged data (a wrong CRC or size) named as the entry's."""
+    if member.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with archive.open(member) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+        raise ValueError(f"the zip entry {member.filename!r} cannot be unpacked ({error}); zip the files "
+                         "again") from None
 
 
 def _has_layout(folder: Path) -> bool:
