@@ -33,7 +33,7 @@ import gradio as gr
 import numpy as np
 import torch
 
-from fusion_app.archive import external_methods, unpack_zip, zip_checkpoint
+from fusion_app.archive import MAX_ZIP_BYTES, external_methods, unpack_zip, zip_checkpoint
 from fusion_app.figures import attention_figure, expert_figure, gate_figure, loss_figure
 from fusion_app.models import AUTO, DEFAULT_TASK, RANDOM, TASKS, ModelStore, Task
 from fusion_app.training import Trainer, TrainingJob, progress_html, training_card
@@ -47,6 +47,7 @@ from fusion_core import (
     FusionPipeline,
     FusionResult,
     ImageLoadError,
+    ImageTooLargeError,
     Intermediates,
     LoadedImage,
     LoadedPair,
@@ -83,6 +84,8 @@ WINDOWS = {  # UI label -> read_image(window=...)
 }
 DEFAULT_WINDOW = next(iter(WINDOWS))
 MAX_PIXELS = 4096 * 4096  # larger pairs fuse (in tiles) but the metrics and baselines then take minutes on a CPU
+MIN_SIDE = 7  # the metrics' 7 x 7 SSIM window must fit
+MAX_EVALUATE_PAIRS = 50  # one Evaluate request fuses each pair five times; the CLI has no such limit
 KEEP_OUTPUTS_SECONDS = 3600
 ZERO_GPU_CHUNK_STEPS = 200  # steps per lent GPU call on ZeroGPU: well inside its default 60 s per call
 # Fusing, evaluating and starting a run share one queue slot, so two of them never fight over a small machine's
@@ -144,7 +147,8 @@ CSS = """
 .train-progress progress { width: 100%; height: 14px; }
 """
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-LAUNCH_OPTIONS = {"theme": THEME, "css": CSS, "allowed_paths": [str(EXAMPLES)]}
+LAUNCH_OPTIONS = {"theme": THEME, "css": CSS, "allowed_paths": [str(EXAMPLES)],
+                  "max_file_size": MAX_ZIP_BYTES}  # per uploaded file, as much as a zip may unpack to
 
 
 def _on_accelerator(fn):
@@ -153,8 +157,9 @@ def _on_accelerator(fn):
 
 
 def _fail(message: str) -> gr.Error:
-    """A red message in the UI; the text is escaped because gr.Error renders HTML (file names are user data)."""
-    return gr.Error(html.escape(message), print_exception=False)
+    """A red message in the UI, as plain text: Gradio sanitizes the HTML of its messages itself (file names are
+    user data), so escaping here too showed entities such as ``&#x27;`` instead of quotes."""
+    return gr.Error(message, print_exception=False)
 
 
 @_on_accelerator
@@ -182,10 +187,24 @@ def read_source(path: str | None, label: str, window: str = DEFAULT_WINDOW, fram
     """An uploaded file as pixels; a clear message when it is missing or cannot be read."""
     if not path:
         raise _fail(f"Upload {label} first, or pick one of the examples.")
+    return read_bounded(path, label, frame=int(frame or 0), window=WINDOWS.get(window))
+
+
+def read_bounded(path: str | Path, label: str, **options) -> LoadedImage:
+    """``read_image`` within the app's bounds (``MIN_SIDE`` to ``MAX_PIXELS``), the messages naming ``label``."""
     try:
-        return read_image(path, frame=int(frame or 0), window=WINDOWS.get(window), max_pixels=MAX_PIXELS)
+        image = read_image(path, max_pixels=MAX_PIXELS, **options)
+    except ImageTooLargeError as error:
+        raise _fail(f"{label} is {error.width} x {error.height} pixels; the app fuses at most {MAX_PIXELS:,} "
+                    "pixels (4096 x 4096). Downscale it, or use `python -m fusion_core fuse` on your own "
+                    "machine.") from None
     except ImageLoadError as error:
         raise _fail(f"{label}: {error}") from None
+    height, width = image.pixels.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise _fail(f"{label} is {width} x {height} pixels; the app fuses images of at least {MIN_SIDE} x "
+                    f"{MIN_SIDE} pixels (the metrics' window).")
+    return image
 
 
 def describe_source(image: LoadedImage) -> str:
@@ -284,6 +303,16 @@ def _find_pairs(root: Path, hide: Path) -> list:
         return find_pairs(root)
     except ValueError as error:
         raise _fail(f"No usable pairs: {str(error).replace(str(hide), 'the zip')}") from None
+
+
+def _check_pairs(pairs: list, root: Path, source: str) -> None:
+    """Refuse more pairs than the app evaluates, and any image it would not fuse, naming the file."""
+    if len(pairs) > MAX_EVALUATE_PAIRS:
+        raise _fail(f"{source} holds {len(pairs):,} pairs; the app evaluates at most {MAX_EVALUATE_PAIRS}. Use "
+                    "`python -m fusion_core evaluate` for more.")
+    for pair in pairs:
+        for path in (pair.a, pair.b):
+            read_bounded(path, Path(path).relative_to(root).as_posix())
 
 
 # ------------------------------------------------------------------------------------------------ options and views
@@ -485,7 +514,7 @@ class FusionApp:
         try:
             image = read_image(path, frame=int(frame or 0), window=WINDOWS.get(window), max_pixels=MAX_PIXELS)
         except ImageLoadError as error:
-            gr.Warning(html.escape(f"{Path(path).name}: {error}"))
+            gr.Warning(f"{Path(path).name}: {error}")
             return {column.preview: None, column.info: f"⚠️ {error}"}
         return {column.preview: to_uint8(image.pixels), column.info: describe_source(image),
                 column.dicom: gr.Group(visible=image.dicom is not None)}
@@ -540,16 +569,12 @@ class FusionApp:
         """Fuse and score every pair of a zip (or the bundled examples) with the network and the baselines, and
         score the fused images of any other methods the zip holds (``fused/NAME/``)."""
         out_dir = self._output_dir("evaluations")
-        root, data = _pairs_root(zip_path, task, out_dir / "pairs")
-        pairs = _find_pairs(root, out_dir / "pairs")
-        external = external_methods(root)
-        name = self._resolve(task, choice)
-        torch.set_num_threads(self.trainer.fusion_threads())
-        try:
-            result = evaluate_on_device(root, self.models.get(name), out_dir / "results", convention,
-                                        lambda done, total, what: progress((done, total), desc=what), external)
-        except (ValueError, CheckpointError) as error:
-            raise _fail(f"Evaluation failed: {str(error).replace(str(out_dir), 'the zip')}") from None
+        try:  # a refused request leaves nothing behind
+            name, pairs, data, external, result = self._evaluate(out_dir, zip_path, task, choice, convention,
+                                                                 progress)
+        except BaseException:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
         random = " ⚠️ The network ran with **random weights**: its scores say nothing about the method." \
             if name == RANDOM else ""
         others = f", four baselines and the zip's fused images of **{', '.join(external)}**" if external \
@@ -561,6 +586,21 @@ class FusionApp:
             view.rows: [[r.name, r.method, *(round(r.values[k], 4) for k in METRICS)] for r in result.rows],
             view.files: [str(result.files["per_image_csv"]), str(result.files["means_csv"])],
         }
+
+    def _evaluate(self, out_dir: Path, zip_path: str | None, task: str, choice: str, convention: str, progress):
+        """The pairs checked within the app's bounds before any fusion, then evaluated into ``out_dir``."""
+        root, data = _pairs_root(zip_path, task, out_dir / "pairs")
+        pairs = _find_pairs(root, out_dir / "pairs")
+        _check_pairs(pairs, root, Path(zip_path).name if zip_path else f"The bundled {task} examples")
+        external = external_methods(root)
+        name = self._resolve(task, choice)
+        torch.set_num_threads(self.trainer.fusion_threads())
+        try:
+            result = evaluate_on_device(root, self.models.get(name), out_dir / "results", convention,
+                                        lambda done, total, what: progress((done, total), desc=what), external)
+        except (ValueError, CheckpointError) as error:
+            raise _fail(f"Evaluation failed: {str(error).replace(str(out_dir), 'the zip')}") from None
+        return name, pairs, data, external, result
 
     # -------------------------------------------------------------------------------------- train tab
 

@@ -69,6 +69,16 @@ class ImageLoadError(ValueError):
     """An image could not be read; the message says what was wrong and what to do."""
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image with more pixels than ``max_pixels``, refused before decoding; its size and the limit kept for
+    callers that word the advice themselves (the app has no ``max_pixels`` to raise)."""
+
+    def __init__(self, height: int, width: int, limit: int):
+        self.height, self.width, self.limit = height, width, limit
+        super().__init__(f"the image has {height} x {width} = {height * width:,} pixels, more than the limit of "
+                         f"{limit:,}; downscale it, or raise max_pixels if you trust the file")
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value, compare pixels yourself
 class LoadedImage:
     """A decoded image.
@@ -110,10 +120,7 @@ def _check_size(height: int, width: int, max_pixels: int) -> None:
     if height < 1 or width < 1:
         raise ImageLoadError(f"the image is empty ({height} x {width} pixels); pass an image with pixels")
     if height * width > max_pixels:
-        raise ImageLoadError(
-            f"the image has {height} x {width} = {height * width:,} pixels, more than the limit of "
-            f"{max_pixels:,}; downscale it, or raise max_pixels if you trust the file"
-        )
+        raise ImageTooLargeError(height, width, max_pixels)
 
 
 def _check_frame(frame: int, count: int) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 
 import app
 from fusion_app.archive import unpack_zip
@@ -226,6 +227,32 @@ def test_unsafe_zips_are_refused_before_anything_is_written(tmp_path, entries, m
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "evil.png").exists()
 
 
+@pytest.mark.parametrize("entries, message", [
+    ({".": b"x", "MRI/a.png": b"x"}, "'.' names no file"),
+    ({"MRI": b"x", "MRI/a.png": b"x"}, "both a file and a folder named 'MRI'"),
+    ({"MRI/a.png": b"x", "MRI": b"x"}, "both a file and a folder named 'MRI'"),
+])
+def test_entries_that_cannot_be_files_are_refused_before_anything_is_written(tmp_path, entries, message):
+    with pytest.raises(ValueError, match=message):
+        unpack_zip(str(zip_of(tmp_path / "upload.zip", entries)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("field, message", [("CRC", "Bad CRC-32"), ("size", "")])
+def test_a_damaged_entry_is_named(tmp_path, field, message):
+    archive = zip_of(tmp_path / "upload.zip", {"MRI/a.png": b"pixels" * 100})
+    data = bytearray(archive.read_bytes())
+    at = data.index(b"pixels")  # stored uncompressed: flip a byte of the data, or shorten the declared size
+    if field == "CRC":
+        data[at] ^= 0xFF
+    else:
+        header = data.rindex(b"PK\x01\x02")  # the central directory's size fields, which zipfile reads
+        data[header + 24:header + 28] = (100).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"entry 'MRI/a.png' cannot be unpacked.*{message}"):
+        unpack_zip(str(archive), tmp_path / "out")
+
+
 def test_symlinks_and_non_zips_are_refused(tmp_path):
     link = zipfile.ZipInfo("MRI/link.png")
     link.external_attr = 0o120777 << 16
@@ -269,7 +296,7 @@ def test_evaluates_the_fused_images_a_zip_brings_as_methods(fusion_app, tabs, tm
     assert [row[0] for row in out[view.rows] if row[1] == "theirs"] == [pair.name for pair in pairs]
     first = dict([next(iter(theirs.items()))])  # the fused image of the first pair only
     missing = zip_of(tmp_path / "missing.zip", {**zip_of_entries(pairs, "upload/"), **first})
-    with pytest.raises(gr.Error, match="method &#x27;theirs&#x27; has no image"):
+    with pytest.raises(gr.Error, match="method 'theirs' has no image"):
         fusion_app.evaluate(view, str(missing), MEDICAL, RANDOM, "standard", lambda *a, **k: None)
 
 
@@ -368,3 +395,57 @@ def test_api_evaluates_then_trains_and_follows_the_run(client):
             break
         time.sleep(0.2)
     assert "finished at step 1 of 1" in status and checkpoint_zip.endswith(".zip")
+
+
+def test_messages_are_plain_text_for_gradio_to_sanitize():
+    assert app._fail("got 'five' <b>").message == "got 'five' <b>"  # escaped once, by gradio, not twice
+
+
+def test_too_small_and_too_large_images_are_refused_before_fusion(fusion_app, tabs, tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "tiny.png")
+    with pytest.raises(gr.Error, match=r"source A \(MRI\) is 2 x 2 pixels; .* at least 7 x 7 pixels"):
+        fuse(fusion_app, tabs, tmp_path / "tiny.png", tmp_path / "tiny.png")
+    monkeypatch.setattr(app, "MAX_PIXELS", 100 * 100)
+    with pytest.raises(gr.Error, match=r"is 256 x 256 pixels; the app fuses at most 10,000 .*python -m fusion_core"):
+        fuse(fusion_app, tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b)
+
+
+@pytest.fixture
+def refusing_app(tmp_path) -> app.FusionApp:
+    """An app of its own, so that its work folder shows what a refused evaluation left."""
+    return app.FusionApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work")
+
+
+def refused_evaluation(refusing_app: app.FusionApp, tabs: app.Tabs, zip_path: Path | None) -> str:
+    """The message of an evaluation that must be refused before any fusion; nothing of it stays behind."""
+    with pytest.raises(gr.Error) as error:
+        refusing_app.evaluate(tabs.evaluate, zip_path and str(zip_path), MEDICAL, AUTO, "standard",
+                              lambda *a, **k: pytest.fail("fused"))
+    assert list((refusing_app.work_dir / "evaluations").iterdir()) == []
+    return error.value.message
+
+
+def test_evaluation_is_bounded_before_any_fusion(refusing_app, tabs, tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "MAX_EVALUATE_PAIRS", 1)
+    assert refused_evaluation(refusing_app, tabs, pair_zip(tmp_path / "pairs.zip")) == (
+        "pairs.zip holds 2 pairs; the app evaluates at most 1. Use `python -m fusion_core evaluate` for more.")
+    monkeypatch.setattr(app, "MAX_EVALUATE_PAIRS", 50)
+    monkeypatch.setattr(app, "MAX_PIXELS", 100 * 100)
+    message = refused_evaluation(refusing_app, tabs, pair_zip(tmp_path / "pairs.zip"))
+    assert message.startswith(f"MRI/{EXAMPLES[MEDICAL].a.name} is 256 x 256 pixels; the app fuses at most 10,000")
+
+
+def test_evaluation_names_the_bad_file_of_a_zip(refusing_app, tabs, tmp_path):
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tiny)
+    entries = {"MRI/a.png": tiny.read_bytes(), "CT/a.png": tiny.read_bytes()}
+    message = refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "small.zip", entries))
+    assert message.startswith("MRI/a.png is 2 x 2 pixels") and "at least 7 x 7" in message
+    entries = {"MRI/a.png": b"not pixels", "CT/a.png": tiny.read_bytes()}
+    assert refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "text.zip", entries)).startswith("MRI/a.png: ")
+    message = refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "dot.zip", {".": b"x"}))
+    assert message == "The zip was refused: the zip entry '.' names no file."
+
+
+def test_the_app_caps_the_size_of_an_upload():
+    assert app.LAUNCH_OPTIONS["max_file_size"] == app.MAX_ZIP_BYTES
