@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio is imported: no usage pings
 
 import html
+import math
 import re
 import shutil
 import tempfile
@@ -195,9 +196,10 @@ def read_bounded(path: str | Path, label: str, **options) -> LoadedImage:
     try:
         image = read_image(path, max_pixels=MAX_PIXELS, **options)
     except ImageTooLargeError as error:
+        side = math.isqrt(MAX_PIXELS)
         raise _fail(f"{label} is {error.width} x {error.height} pixels; the app fuses at most {MAX_PIXELS:,} "
-                    "pixels (4096 x 4096). Downscale it, or use `python -m fusion_core fuse` on your own "
-                    "machine.") from None
+                    f"pixels (a {side} x {side} square). Downscale it, or use `python -m fusion_core fuse` on "
+                    "your own machine.") from None
     except ImageLoadError as error:
         raise _fail(f"{label}: {error}") from None
     height, width = image.pixels.shape[:2]
