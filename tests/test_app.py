@@ -286,6 +286,7 @@ def test_evaluates_an_uploaded_zip_and_refuses_zip_slip(fusion_app, tabs, tmp_pa
                             "standard")
 
 
+@pytest.mark.slow
 def test_evaluates_the_fused_images_a_zip_brings_as_methods(fusion_app, tabs, tmp_path):
     pairs = find_pairs(app.EXAMPLES / TASKS[MEDICAL].folder)
     theirs = {f"upload/fused/theirs/{pair.name}.png": pair.b.read_bytes() for pair in pairs}  # B as "fused"
@@ -328,6 +329,7 @@ def test_progress_sends_the_loss_curve_only_when_it_has_new_points(fusion_app, t
     assert redrawn[view.loss_plot] is not None and redrawn[view.followed].shown == 2
 
 
+@pytest.mark.slow
 def test_one_training_at_a_time_and_stop(fusion_app, tabs):
     started = train(fusion_app, tabs, stage="1", steps=500, batch=1)
     with pytest.raises(gr.Error, match="already in progress"):

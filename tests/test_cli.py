@@ -146,6 +146,7 @@ def test_evaluate_refuses_an_unknown_method(pairs, tmp_path, capsys):
     assert "unknown method 'magic'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_and_compare_score_an_external_method_beside_the_others(tmp_path, capsys):
     root = _write_pairs(tmp_path / "pairs", ("001", "002"))
     other = tmp_path / "theirs"

@@ -59,6 +59,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow
 def test_two_process_folder_fusion_writes_the_files_of_one_process(pairs_and_checkpoint, tmp_path):
     root, checkpoint = pairs_and_checkpoint
     flags = ["--checkpoint", str(checkpoint), "--device", "cpu", "--batch", "2"]
@@ -71,6 +72,7 @@ def test_two_process_folder_fusion_writes_the_files_of_one_process(pairs_and_che
     assert list(two) == [f"{name}.png" for name in NAMES] and two == one
 
 
+@pytest.mark.slow
 def test_two_process_evaluation_writes_the_tables_of_one_process(pairs_and_checkpoint, tmp_path):
     root, checkpoint = pairs_and_checkpoint
     flags = ["--methods", "dgd,average", "--checkpoint", str(checkpoint), "--device", "cpu"]

@@ -427,6 +427,7 @@ def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir,
                                            + tiny_config.loss.ssim * last["ssim"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_train_command_seed_draws_the_initial_weights(data_dir, tmp_path, restore_sigint):
     def run(seed: int, name: str) -> FusionPipeline:
         out = tmp_path / name
