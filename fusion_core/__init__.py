@@ -18,6 +18,7 @@ from .config import (
     parse_timesteps,
 )
 from .data import PairDataset, find_pairs
+from .distributed import setup_distributed
 from .evaluate import (
     EvaluationResult,
     evaluate_folder,
@@ -45,7 +46,7 @@ from .imaging import (
 )
 from .metrics import CONVENTIONS, METRICS, PAPER_METRICS, MetricsReport, compute_metrics
 from .pipeline import FusionPipeline, FusionResult, Intermediates, build_pipeline
-from .train import TrainProgress, TrainResult, hardware_description, setup_distributed, train
+from .train import TrainProgress, TrainResult, hardware_description, train
 
 __all__ = [
     "BASELINES",

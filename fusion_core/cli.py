@@ -34,11 +34,12 @@ from .baselines import BASELINES
 from .checkpoint import DEFAULT_CHECKPOINT, WEIGHTS_NAME, CheckpointError, is_checkpoint, load_pipeline
 from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig, check_seed, parse_timesteps
 from .data import PairDataset, find_pairs, write_split
+from .distributed import setup_distributed
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
 from .folder_fusion import FOLDER_FORMATS, fuse_folder
 from .imaging import ImageLoadError, fused_format, read_pair, write_fused
 from .pipeline import FusionPipeline, build_pipeline
-from .train import TrainProgress, hardware_description, read_train_state, setup_distributed, train
+from .train import TrainProgress, hardware_description, read_train_state, train
 from .validation import ValidationSet, measure_gates
 
 

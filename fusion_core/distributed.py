@@ -1,18 +1,52 @@
-"""Sharing work over the processes of a torchrun launch: which items a rank takes, and gathering results.
+"""The processes of a torchrun launch: joining the group, which items a rank takes, and gathering results.
 
-``train.setup_distributed`` joins the process group; the data-parallel commands (folder ``fuse``, ``evaluate``,
-``compare``) then call ``share`` to take their rank's items and ``all_gather`` to collect every rank's results
-(gloo on CPU, nccl on CUDA). With one process both are plain Python, and no process group is needed.
+``setup_distributed`` joins the process group (or describes the single process); training wraps its
+module in DistributedDataParallel, and the data-parallel commands (folder ``fuse``, ``evaluate``,
+``compare``) call ``share`` to take their rank's items and ``all_gather`` to collect every rank's results
+(gloo on CPU, nccl on CUDA). With one process all of it is plain Python, and no process group is needed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
+import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str | None = None) -> DistributedContext:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1), else a single process.
+
+    nccl with one GPU per process (LOCAL_RANK) on CUDA, gloo on CPU.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
+    if world_size == 1:
+        return DistributedContext(device=torch.device(device or ("cuda" if use_cuda else "cpu")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    target = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    return DistributedContext(rank=dist.get_rank(), world_size=world_size, device=target)
+
 
 
 def share(items: Sequence[T], rank: int, world_size: int, chunk: int = 1) -> list[T]:

@@ -353,7 +353,7 @@ def evaluate_folder(
             ``methods``. A missing image is refused before anything is fused; an unreadable or wrong-size
             one after the pass (the fused images stay for reuse); either way every such pair is named.
         rank, world_size: this process's place in a torchrun launch (the process group joined,
-            `train.setup_distributed`): each rank fuses and scores every world_size-th pair, rank 0 writes
+            `distributed.setup_distributed`): each rank fuses and scores every world_size-th pair, rank 0 writes
             the tables from all of them; every rank returns the whole result.
     Returns:
         EvaluationResult with the per-image rows, the means, the mean ranks and the written paths.

@@ -56,12 +56,12 @@ import torch
 from .checkpoint import CONFIG_NAME, load_pipeline
 from .config import PRESETS, FusionConfig, TrainConfig
 from .data import PairDataset, find_pairs
+from .distributed import DistributedContext
 from .evaluate import EvaluationResult, FusionMethod, Progress, evaluate_folder, format_markdown_table, pipeline_method
 from .metrics import PAPER_METRICS, get_convention
 from .pipeline import FusionPipeline
 from .train import (
     LOG_NAME,
-    DistributedContext,
     TrainProgress,
     hardware_description,
     read_train_state,

@@ -185,7 +185,7 @@ def fuse_folder(
         feature_timesteps: as in `FusionPipeline.fuse`.
         read_options: keyword arguments of `imaging.read_pair` (on_size_mismatch, align, window, ...).
         rank, world_size: this process's place in a torchrun launch (the process group must be joined,
-            `train.setup_distributed`); every rank returns the same result.
+            `distributed.setup_distributed`); every rank returns the same result.
         progress: called as progress(done, total) with this rank's pair counts, after each chunk.
     Returns:
         FolderFusionResult over all ranks.

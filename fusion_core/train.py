@@ -40,6 +40,7 @@ from .checkpoint import CheckpointError, is_checkpoint, load_pipeline, read_chec
 from .color import LUMA_WEIGHTS
 from .config import TrainConfig
 from .data import PairDataset
+from .distributed import DistributedContext
 from .imaging import write_png
 from .losses import FusionLoss
 from .pipeline import FusionPipeline
@@ -77,35 +78,6 @@ class TrainResult:
     wall_seconds: float
     crops_per_second: float
     losses: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DistributedContext:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str | None = None) -> DistributedContext:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1), else a single process.
-
-    nccl with one GPU per process (LOCAL_RANK) on CUDA, gloo on CPU.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
-    if world_size == 1:
-        return DistributedContext(device=torch.device(device or ("cuda" if use_cuda else "cpu")))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    target = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
-    return DistributedContext(rank=dist.get_rank(), world_size=world_size, device=target)
 
 
 def train(pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig, out_dir: str | os.PathLike, *,

@@ -46,7 +46,8 @@ from safetensors.torch import save_file
 from fusion_core.config import FusionConfig, TrainConfig
 from fusion_core.data import PairDataset
 from fusion_core.pipeline import FusionPipeline
-from fusion_core.train import setup_distributed, train
+from fusion_core.distributed import setup_distributed
+from fusion_core.train import train
 
 data, out, config = Path(sys.argv[1]), Path(sys.argv[2]), FusionConfig.from_dict(json.loads(sys.argv[3]))
 context = setup_distributed("cpu")
