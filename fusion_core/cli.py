@@ -181,6 +181,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", default="both", choices=["1", "2", "both"])
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--init", help="start from this checkpoint (fine-tuning)")
+    p.add_argument("--head-from", metavar="CHECKPOINT",
+                   help="start from this checkpoint's fusion head (config and weights); the UNet comes from --init "
+                        "or --preset")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out, with the config (loss weights, head) saved there")
     p.add_argument("--stage1-steps", type=int, help="steps of stage 1 when --stage both (default --steps)")
@@ -220,6 +223,8 @@ def _run_train(args: argparse.Namespace) -> int:
     source = args.out if resuming else args.init  # a resumed run keeps its own config (loss weights, head)
     generator = torch.Generator().manual_seed(args.seed)  # --seed draws the initial weights too
     pipeline = load_pipeline(source) if source else build_pipeline(PRESETS[args.preset], generator)
+    if args.head_from and not resuming:
+        pipeline = pipeline.with_head_of(load_pipeline(args.head_from))
     pipeline = _with_loss_weights(pipeline, args)
     stride = pipeline.config.unet.stride
     if args.crop % stride:
@@ -270,6 +275,7 @@ def _training_card(args: argparse.Namespace, config: TrainConfig, pairs: int, wo
         "",
         f"- data: {', '.join(f'`{root}`' for root in args.data)} ({pairs} pairs)",
         f"- initialised from: `{args.init}`" if args.init else "- initialised from: random weights",
+        *([f"- fusion head from: `{args.head_from}`"] if args.head_from else []),
         f"- stage {config.stage}: {config.steps} steps, batch {config.batch_size} x {world_size} process(es), "
         f"crop {config.crop}, Adam lr {config.lr}, seed {config.seed}",
         f"- hardware: {hardware_description()}",

@@ -184,6 +184,18 @@ class FusionPipeline(nn.Module):
         pipeline.unet.load_state_dict(self.unet.state_dict())
         return pipeline
 
+    def with_head_of(self, donor: FusionPipeline) -> FusionPipeline:
+        """A pipeline with this UNet and a copy of ``donor``'s head (its config and weights).
+
+        The head reads the UNet's decoder features through 1x1 projections, so the two UNets must have the
+        same widths; a trained head carries over to a retrained UNet (docs/training.md measures it)."""
+        if donor.config.unet.channels != self.config.unet.channels:
+            raise ValueError(f"the head was trained on a UNet of widths {donor.config.unet.channels}; this "
+                             f"UNet has {self.config.unet.channels}")
+        pipeline = self.with_head(donor.config.head)
+        pipeline.head.load_state_dict(donor.head.state_dict())
+        return pipeline
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -1,6 +1,8 @@
 """FusionPipeline.fuse: any size, bit-for-bit determinism, B's colour kept, intermediates, tiling, input checks;
 fuse_batch: the noise of each pair, its results against fuse."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -231,6 +233,19 @@ def test_build_pipeline_draws_every_initial_weight_from_its_generator(tiny_confi
     assert not torch.equal(generator.get_state(), seeded(7).get_state())  # it advanced by what was drawn
     other = build_pipeline(tiny_config, seeded(8)).state_dict()
     assert any(not torch.equal(first[name], other[name]) for name in first)
+
+
+def test_with_head_of_keeps_its_unet_and_copies_the_donor_head(tiny_config):
+    own, donor = build_pipeline(tiny_config, seeded(1)), build_pipeline(tiny_config, seeded(2))
+    donor.config = replace(donor.config, head=replace(donor.config.head, residual_scale=0.5))
+    joined = own.with_head_of(donor)
+    assert joined.config.head == donor.config.head and joined.config.unet == own.config.unet
+    for module, source in ((joined.unet, own.unet), (joined.head, donor.head)):
+        expected = source.state_dict()
+        assert all(torch.equal(value, expected[name]) for name, value in module.state_dict().items())
+    wider = replace(tiny_config, unet=replace(tiny_config.unet, channels=(8, 16, 16, 32)))
+    with pytest.raises(ValueError, match=r"widths \(8, 16, 16, 32\)"):
+        own.with_head_of(build_pipeline(wider, seeded(3)))
 
 
 # ---------------------------------------------------------------------------------------------- fuse_batch
