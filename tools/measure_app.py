@@ -1,6 +1,6 @@
 """Load measurement of the launched app: concurrent and sequential Fuse requests through gradio_client.
 
-Run from the repository root (a few minutes on a 2-core CPU):
+Run from the repository root (about half an hour on a 2-core CPU with the defaults):
 
     PYTHONPATH=. .venv/bin/python tools/measure_app.py --concurrent 20 --sequential 100 --out report.json
 
