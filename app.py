@@ -5,10 +5,11 @@ UI only, in three parts. ``FusionApp`` holds the adapter handlers: each turns UI
 the view of its tab), and turns every bad input into a message a person can act on (``gr.Error``), never a
 traceback. Then the layout: one builder per tab (``build_fuse_tab`` ...), each returning its view (a frozen
 dataclass of its components). Then the wiring (``wire_fuse_tab`` ...): the CPU-heavy events share one
-concurrency group, and a ``gr.Timer`` follows a training run. ``build_demo`` puts them together; ``main``
+concurrency group and one bounded queue, each within a time limit, and a ``gr.Timer`` follows a training run.
+``build_demo`` puts them together, with the queue and the removal of a session's outputs when it ends; ``main``
 launches. Pipelines load lazily, once per checkpoint (``fusion_app.models.ModelStore``), so
 ``import app`` stays cheap and nothing is fetched from the network at start. The parts that need no gradio
-(the model store, the figures, zips, the training thread) live in the ``fusion_app`` package.
+(the model store, the figures, zips, the training thread, the time limit) live in the ``fusion_app`` package.
 
 Paper: Di, Huo, Wang, Liu, Lian, J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 """
@@ -19,13 +20,14 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio is imported: no usage pings
 
+import hashlib
 import html
 import math
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from fusion_app.archive import MAX_ZIP_BYTES, external_methods, unpack_zip, zip_checkpoint
+from fusion_app.deadline import Deadline, TimeLimitExceeded
 from fusion_app.figures import attention_figure, expert_figure, gate_figure, loss_figure
 from fusion_app.models import AUTO, DEFAULT_TASK, RANDOM, TASKS, ModelStore, Task
 from fusion_app.training import Trainer, TrainingJob, progress_html, training_card
@@ -54,6 +57,7 @@ from fusion_core import (
     LoadedPair,
     PairDataset,
     TrainConfig,
+    check_seed,
     evaluate_folder,
     find_pairs,
     format_markdown_table,
@@ -75,6 +79,7 @@ except ImportError:
 EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples"
 FROM_SCRATCH = "random weights (preset below)"
 NETWORK = "DGD-Fusion"
+CONVENTION = "standard"  # the Fuse tab's metric convention (the Evaluate tab offers both)
 WINDOWS = {  # UI label -> read_image(window=...)
     "stored window (full range when none)": None,
     "full range": "full",
@@ -87,13 +92,31 @@ DEFAULT_WINDOW = next(iter(WINDOWS))
 MAX_PIXELS = 4096 * 4096  # larger pairs fuse (in tiles) but the metrics and baselines then take minutes on a CPU
 MIN_SIDE = 7  # the metrics' 7 x 7 SSIM window must fit
 MAX_EVALUATE_PAIRS = 50  # one Evaluate request fuses each pair five times; the CLI has no such limit
-KEEP_OUTPUTS_SECONDS = 3600
+MAX_TRAIN_PAIRS = 500  # the Train tab's limits; the CLI has none. A run holds its pairs in memory at 4 bytes a
+MAX_TRAIN_PIXELS = 2**28  # pixel (gray A, RGB B): this many pixels per source in all is 1 GiB
+MAX_TRAIN_STEPS = 10_000  # per stage: about half an hour of the `cpu` preset on a 2-core CPU
+# Time limits per request, from its start (its wait in the queue does not count), checked between stages
+# (fusion_app.deadline). Measured on a 2-core CPU busy with a training run: a Fuse request of a 640 x 480 pair with
+# its comparison and maps takes about 6 s (the network alone about a minute on the largest pair, MAX_PIXELS); an
+# Evaluate request about 4 s per 640 x 480 pair, so MAX_EVALUATE_PAIRS of them fit.
+FUSE_SECONDS = 120
+EVALUATE_SECONDS = 300
+# Requests waiting for the one CPU-heavy slot (events that only read state bypass the queue). A Fuse request of
+# an example pair took 12 s through the API on a 2-core CPU that was training at the time (tools/measure_app.py;
+# about half that on an idle one), so the last of 24 waits two to five minutes: past that, a person is better told
+# at once that the app is busy (Gradio says so) than left waiting. Gradio shows each waiting request its place in
+# the queue and the expected wait. 24 also takes a burst of 20 requests at once (tools/measure_app.py) whole.
+QUEUE_SIZE = 24
+KEEP_OUTPUTS_SECONDS = 3600  # a session that ended without an unload (a closed laptop) leaves outputs this long
 ZERO_GPU_CHUNK_STEPS = 200  # steps per lent GPU call on ZeroGPU: well inside its default 60 s per call
 # Fusing, evaluating and starting a run share one queue slot, so two of them never fight over a small machine's
 # cores; a started run trains in the trainer's thread, which leaves half the cores to fusion (Trainer).
 CPU_HEAVY = {"concurrency_id": "cpu-heavy", "concurrency_limit": 1}
+# Events that only read state (the model note, the training timer's ticks, stop) bypass the queue, so a queue full
+# of heavy requests never refuses them; previews stay queued, since only queued events show gr.Warning.
+LIGHT = {"queue": False}
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 # DGD-Fusion: multimodal image fusion with a dynamic-gating diffusion network
 
 Fuse an **infrared + visible** pair or an **MRI + CT / PET / SPECT** pair, compare the result with classical
@@ -104,6 +127,10 @@ Liu and Lian, *J. Harbin Inst. Technol.* 2026, DOI [10.11918/202507016](https://
 
 **A research tool, not a medical device: never use it for diagnosis, and do not upload real patient data to a
 public Space.**
+
+One request runs at a time; the others wait their turn, up to {QUEUE_SIZE}, each shown its place in the queue (a full
+queue says the app is busy: try again in a minute). A fusion may take up to {FUSE_SECONDS} s and an evaluation up to
+{EVALUATE_SECONDS} s; a longer one is stopped with a message. Your outputs are deleted when you close the page.
 """
 
 ABOUT = """\
@@ -210,11 +237,12 @@ def read_bounded(path: str | Path, label: str, **options) -> LoadedImage:
 
 
 def describe_source(image: LoadedImage) -> str:
-    """e.g. '640 × 480 px · 8-bit · gray', or the DICOM modality, frame and window."""
+    """e.g. '640 × 480 px · 8-bit · gray · 3 frames', or the DICOM modality, frame and window."""
     height, width = image.pixels.shape[:2]
     colour = "colour" if image.pixels.ndim == 3 else "gray"
     if image.dicom is None:
-        return f"{width} × {height} px · {image.bit_depth}-bit · {colour}"
+        frames = f" · {image.frames} frames" if image.frames > 1 else ""
+        return f"{width} × {height} px · {image.bit_depth}-bit · {colour}{frames}"
     facts = image.dicom.as_dict()
     return f"DICOM {facts['modality']} · {width} × {height} px · frame {facts['frame']} · window {facts['window']}"
 
@@ -235,14 +263,33 @@ def load_pair(image_a: LoadedImage, image_b: LoadedImage, task: Task, resample: 
 # ------------------------------------------------------------------------------------------------ results
 
 
-def compare_methods(fused: np.ndarray, a: LoadedImage, b: LoadedImage, convention: str = "standard"
+def network_metrics(fused: np.ndarray, a: LoadedImage, b: LoadedImage) -> dict[str, dict[str, float]]:
+    """The metrics of the network's fused image alone: the first row of ``compare_methods``' table."""
+    return score_methods({NETWORK: fused}, a, b, convention=CONVENTION)
+
+
+def network_table(scores: dict[str, dict[str, float]]) -> str:
+    """The network's row, shown while the baselines are fused and scored."""
+    caption = (f"The network's fused image scored against both sources (higher is better in every column; "
+               f"{', '.join(PAPER_METRICS)} are the paper's metrics). Fusing and scoring the classical baselines…")
+    return format_markdown_table(scores, convention=CONVENTION, caption=caption)
+
+
+def compare_methods(scores: dict[str, dict[str, float]], a: LoadedImage, b: LoadedImage, deadline: Deadline
                     ) -> tuple[str, list[tuple[np.ndarray, str]]]:
-    """The metric table of the network beside the four classical baselines, and the baselines' images."""
-    baselines = fuse_methods(BASELINES, a, b)
-    rows = score_methods({NETWORK: fused, **baselines}, a, b, convention=convention)
+    """The network's metrics (``scores``) beside the four classical baselines', and the baselines' images; the
+    deadline is checked before each baseline is fused and before each is scored."""
+    where = "while comparing with the classical baselines (the fused image above is complete)"
+    baselines, rows = {}, dict(scores)
+    for name, method in BASELINES.items():
+        deadline.check(where)
+        baselines |= fuse_methods({name: method}, a, b)
+    for name, image in baselines.items():
+        deadline.check(where)
+        rows |= score_methods({name: image}, a, b, convention=CONVENTION)
     caption = (f"Each method's fused image of this pair, scored against both sources; higher is better in every "
                f"column, the best in bold. {', '.join(PAPER_METRICS)} are the paper's metrics.")
-    return format_markdown_table(rows, convention=convention, caption=caption), [
+    return format_markdown_table(rows, convention=CONVENTION, caption=caption), [
         (image, name) for name, image in baselines.items()]
 
 
@@ -276,8 +323,12 @@ def notes_markdown(name: str, device: str, seconds: float, result: FusionResult,
     return text + "".join(f"\n- ⚠️ {w}" for w in warnings)
 
 
-def _safe_stem(path: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem)[:40] or "pair"
+def download_stem(path_a: str, dicom: bool) -> str:
+    """The name of the downloads: the upload's for images, a neutral one when a source is DICOM (a DICOM file is
+    often named after its patient, and that name must not travel with the result)."""
+    if dicom:
+        return "fused"
+    return "fused_" + (re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path_a).stem)[:40] or "pair")
 
 
 def _prune(folder: Path, max_age: float = KEEP_OUTPUTS_SECONDS) -> None:
@@ -286,6 +337,12 @@ def _prune(folder: Path, max_age: float = KEEP_OUTPUTS_SECONDS) -> None:
         for old in folder.iterdir():
             if old.is_dir() and time.time() - old.stat().st_mtime > max_age:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _session_folder(session: str) -> str:
+    """A folder name for a Gradio session: its hash is sent by the browser, so it is hashed again, never used as
+    a path."""
+    return hashlib.sha256(session.encode()).hexdigest()[:24]
 
 
 def _pairs_root(zip_path: str | None, task: str, dest: Path) -> tuple[Path, str]:
@@ -299,6 +356,11 @@ def _pairs_root(zip_path: str | None, task: str, dest: Path) -> tuple[Path, str]
         raise _fail(f"The zip was refused: {error}.") from None
 
 
+def _source_name(zip_path: str | None, task: str) -> str:
+    """The pairs' source as messages name it: the zip's file name, or the task's bundled examples."""
+    return Path(zip_path).name if zip_path else f"The bundled {task} example set"
+
+
 def _find_pairs(root: Path, hide: Path) -> list:
     """find_pairs with the temporary folder names taken out of its messages."""
     try:
@@ -307,14 +369,31 @@ def _find_pairs(root: Path, hide: Path) -> list:
         raise _fail(f"No usable pairs: {str(error).replace(str(hide), 'the zip')}") from None
 
 
-def _check_pairs(pairs: list, root: Path, source: str) -> None:
-    """Refuse more pairs than the app evaluates, and any image it would not fuse, naming the file."""
-    if len(pairs) > MAX_EVALUATE_PAIRS:
-        raise _fail(f"{source} holds {len(pairs):,} pairs; the app evaluates at most {MAX_EVALUATE_PAIRS}. Use "
-                    "`python -m fusion_core evaluate` for more.")
+def _check_pairs(pairs: list, root: Path, source: str, command: str, max_pairs: int) -> int:
+    """Refuse more than ``max_pairs`` pairs and any image the app would not fuse, naming the file; the pixels of
+    one source of all the pairs. ``command`` is the tab's command-line equivalent, without such limits."""
+    verb = {"evaluate": "evaluates", "train": "trains on"}[command]
+    if len(pairs) > max_pairs:
+        raise _fail(f"{source} holds {len(pairs):,} pairs; the app {verb} at most {max_pairs}. Use "
+                    f"`python -m fusion_core {command}` for more.")
+    pixels = 0
     for pair in pairs:
-        for path in (pair.a, pair.b):
-            read_bounded(path, Path(path).relative_to(root).as_posix())
+        a, _ = (read_bounded(path, Path(path).relative_to(root).as_posix()) for path in (pair.a, pair.b))
+        pixels += a.pixels.shape[0] * a.pixels.shape[1]
+    return pixels
+
+
+def _training_dataset(pairs: list, root: Path, source: str, hide: Path) -> PairDataset:
+    """The pairs within the Train tab's bounds, read into memory; ``hide`` is taken out of the messages."""
+    pixels = _check_pairs(pairs, root, source, "train", MAX_TRAIN_PAIRS)
+    if pixels > MAX_TRAIN_PIXELS:
+        raise _fail(f"{source} holds {pixels:,} pixels per source; the app trains on at most {MAX_TRAIN_PIXELS:,} "
+                    "in all (a run holds them in memory). Use fewer or smaller pairs, or `python -m fusion_core "
+                    "train`.")
+    try:
+        return PairDataset(pairs)
+    except ValueError as error:
+        raise _fail(str(error).replace(str(hide), "the zip")) from None
 
 
 # ------------------------------------------------------------------------------------------------ options and views
@@ -358,14 +437,20 @@ class FollowedRun:
 
 @dataclass(frozen=True)
 class SourceColumn:
-    """One source's upload, preview, description and DICOM options (shown only for DICOM files)."""
+    """One source's upload, preview, description, DICOM window (shown for DICOM files) and frame (shown for files
+    of several frames: multi-frame DICOM, multi-page TIFF, animated GIF)."""
 
     file: gr.File
     preview: gr.Image
     info: gr.Markdown
     dicom: gr.Group
     window: gr.Dropdown
+    frames: gr.Group
     frame: gr.Number
+
+    def shown(self) -> list[gr.components.Component]:
+        """What a preview writes."""
+        return [self.preview, self.info, self.dicom, self.frames]
 
 
 @dataclass(frozen=True)
@@ -465,12 +550,17 @@ class FusionApp:
     """The handlers of the UI, over one model store, one trainer and one folder for outputs.
 
     Handlers that write several components take the view of their tab (or column) first and return
-    ``{component: value}``; components they leave out keep their value.
+    ``{component: value}``; components they leave out keep their value. The Fuse and Evaluate handlers take the
+    Gradio session too: a request writes its files into a folder of its own in its session's folder
+    (``sessions/SESSION/KIND/REQUEST``), which the session's next request of that kind replaces and its end
+    (``end_session``) removes. ``clock`` times the requests' limits.
     """
 
-    def __init__(self, models: ModelStore | None = None, work_dir: Path | None = None, poll_seconds: float = 1.0):
+    def __init__(self, models: ModelStore | None = None, work_dir: Path | None = None, poll_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.models = models or ModelStore()
         self.work_dir = Path(work_dir or Path(tempfile.gettempdir()) / "dgd-fusion-app")
+        self.clock = clock
         if spaces is not None:  # ZeroGPU: a GPU only inside decorated calls, so train in checkpointed chunks
             self.trainer = Trainer("cuda", chunk_steps=ZERO_GPU_CHUNK_STEPS, accelerate=_on_accelerator)
         else:
@@ -478,11 +568,20 @@ class FusionApp:
         self.poll_seconds = poll_seconds  # how often the Train tab's timer asks for progress
         self.runs: dict[str, TrainingJob] = {}  # every run started here, by name, for the sessions following them
 
-    def _output_dir(self, kind: str, prune: bool = True) -> Path:
-        """A new folder for one call's outputs; older ones of the same kind are pruned unless told not to."""
-        if prune:
-            _prune(self.work_dir / kind)
-        return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=self._ensure(self.work_dir / kind)))
+    def request_dir(self, session: str, kind: str) -> Path:
+        """A new folder for one request's outputs. The session's earlier ones of this ``kind`` go: their files
+        were copied into Gradio's cache when they were shown. So do the folders of sessions idle for
+        ``KEEP_OUTPUTS_SECONDS``, which ended without saying so."""
+        folder = self.work_dir / "sessions" / _session_folder(session)
+        shutil.rmtree(folder / kind, ignore_errors=True)
+        self._ensure(folder / kind)
+        os.utime(folder)  # the session's last activity, which _prune reads
+        _prune(self.work_dir / "sessions")
+        return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=folder / kind))
+
+    def end_session(self, session: str) -> None:
+        """A session ended (its tab closed): its outputs go."""
+        shutil.rmtree(self.work_dir / "sessions" / _session_folder(session), ignore_errors=True)
 
     def _resolve(self, task: str, choice: str) -> str:
         try:
@@ -510,30 +609,44 @@ class FusionApp:
                 view.model_note: self.model_note(task, choice)}
 
     def preview(self, column: SourceColumn, path: str | None, window: str, frame: float | None) -> dict:
-        """Preview of an upload, its description, and the DICOM options shown only for DICOM files."""
+        """Preview of an upload, its description, the DICOM window shown only for DICOM files and the frame only
+        for files of several frames."""
         if not path:
-            return {column.preview: None, column.info: "", column.dicom: gr.Group(visible=False)}
+            return {column.preview: None, column.info: "", column.dicom: gr.Group(visible=False),
+                    column.frames: gr.Group(visible=False)}
         try:
             image = read_image(path, frame=int(frame or 0), window=WINDOWS.get(window), max_pixels=MAX_PIXELS)
         except ImageLoadError as error:
             gr.Warning(f"{Path(path).name}: {error}")
             return {column.preview: None, column.info: f"⚠️ {error}"}
         return {column.preview: to_uint8(image.pixels), column.info: describe_source(image),
-                column.dicom: gr.Group(visible=image.dicom is not None)}
+                column.dicom: gr.Group(visible=image.dicom is not None),
+                column.frames: gr.Group(visible=image.frames > 1)}
 
     def source_changed(self, column: SourceColumn, path: str | None) -> dict:
-        """A new upload: DICOM options back to their defaults, then the preview."""
+        """A new upload: its DICOM window and frame back to their defaults, then the preview."""
         return {column.window: gr.update(value=DEFAULT_WINDOW), column.frame: gr.update(value=0),
                 **self.preview(column, path, DEFAULT_WINDOW, 0)}
 
-    def fuse(self, view: FuseView, path_a: str | None, path_b: str | None, task: str, choice: str,
+    def fuse(self, view: FuseView, session: str, path_a: str | None, path_b: str | None, task: str, choice: str,
              options: FuseOptions) -> Iterator[dict]:
-        """Fuse the uploaded pair; yields the image first, then the metric table and the network's maps."""
+        """Fuse the uploaded pair within ``FUSE_SECONDS``; yields the image with the network's own metrics first,
+        then the comparison with the classical baselines and the network's maps."""
+        deadline = Deadline.start(FUSE_SECONDS, "try a smaller image, or `python -m fusion_core fuse` on your own "
+                                  "machine", self.clock)
+        try:
+            yield from self._fuse(view, session, path_a, path_b, task, choice, options, deadline)
+        except TimeLimitExceeded as error:
+            raise _fail(str(error)) from None
+
+    def _fuse(self, view: FuseView, session: str, path_a: str | None, path_b: str | None, task: str, choice: str,
+              options: FuseOptions, deadline: Deadline) -> Iterator[dict]:
         spec = TASKS[task]
         image_a = read_source(path_a, f"source A ({spec.a})", options.window_a, options.frame_a)
         image_b = read_source(path_b, f"source B ({spec.b})", options.window_b, options.frame_b)
         pair = load_pair(image_a, image_b, spec, options.resample, options.align)
         name = self._resolve(task, choice)
+        deadline.check("before the network's fusion")
         began = time.perf_counter()
         pipeline, result = self._fuse_pair(name, pair, options)
         notes = [f"A: {w}" for w in image_a.warnings] + [f"B: {w}" for w in image_b.warnings] + list(pair.warnings)
@@ -541,14 +654,15 @@ class FusionApp:
         a8, b8 = to_uint8(pair.a.pixels), to_uint8(pair.b.pixels)
         shown = {
             view.fused: result.fused, view.slider_a: (a8, result.fused), view.slider_b: (b8, result.fused),
-            view.downloads: write_downloads(result, pair.b.pixels, self._output_dir("fused"),
-                                            f"fused_{_safe_stem(path_a)}", is_dicom),
+            view.downloads: write_downloads(result, pair.b.pixels, self.request_dir(session, "fused"),
+                                            download_stem(path_a, is_dicom), is_dicom),
             view.notes: notes_markdown(name, str(pipeline.device), time.perf_counter() - began, result, notes),
             view.dicom_info: dicom_markdown({f"A ({spec.a})": image_a, f"B ({spec.b})": image_b}),
         }
-        yield shown | {view.metrics: "Scoring the fused image and the classical baselines…", view.baselines: None,
-                       view.experts: None, view.gates: None, view.attention: None}
-        table, baselines = compare_methods(result.fused, pair.a, pair.b)
+        scores = network_metrics(result.fused, pair.a, pair.b)
+        yield shown | {view.metrics: network_table(scores), view.baselines: None, view.experts: None,
+                       view.gates: None, view.attention: None}
+        table, baselines = compare_methods(scores, pair.a, pair.b, deadline)
         maps = result.intermediates or Intermediates()  # none recorded for a pair fused in tiles
         yield shown | {view.metrics: table, view.baselines: baselines,
                        view.experts: expert_figure(maps, result.timesteps),
@@ -558,25 +672,34 @@ class FusionApp:
         """The network's fusion of a checked pair, with its intermediates; library errors as UI messages."""
         torch.set_num_threads(self.trainer.fusion_threads())
         try:
+            seed = check_seed(int(options.seed or 0))
             pipeline = self.models.get(name)
             return pipeline, fuse_on_device(pipeline, pair.a.pixels, pair.b.pixels,
-                                            parse_timesteps(options.timesteps), int(options.seed or 0))
+                                            parse_timesteps(options.timesteps), seed)
         except (ValueError, CheckpointError) as error:
             raise _fail(str(error)) from None
 
     # -------------------------------------------------------------------------------------- evaluate tab
 
-    def evaluate(self, view: EvaluateView, zip_path: str | None, task: str, choice: str, convention: str,
-                 progress=gr.Progress()) -> dict:
+    def evaluate(self, view: EvaluateView, session: str, zip_path: str | None, task: str, choice: str,
+                 convention: str, progress=gr.Progress()) -> dict:
         """Fuse and score every pair of a zip (or the bundled examples) with the network and the baselines, and
-        score the fused images of any other methods the zip holds (``fused/NAME/``)."""
-        out_dir = self._output_dir("evaluations")
-        try:  # a refused request leaves nothing behind
+        score the fused images of any other methods the zip holds (``fused/NAME/``), within ``EVALUATE_SECONDS``.
+        Only the tables and the chart stay on disk, until they are shown."""
+        out_dir = self.request_dir(session, "evaluations")
+        deadline = Deadline.start(EVALUATE_SECONDS, "try fewer or smaller pairs, or `python -m fusion_core "
+                                  "evaluate` on your own machine", self.clock)
+        try:  # a refused or stopped request leaves nothing behind
             name, pairs, data, external, result = self._evaluate(out_dir, zip_path, task, choice, convention,
-                                                                 progress)
+                                                                 progress, deadline)
+        except TimeLimitExceeded as error:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise _fail(str(error)) from None
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
+        for unshown in (out_dir / "pairs", result.files["fused_dir"]):
+            shutil.rmtree(unshown, ignore_errors=True)
         random = " ⚠️ The network ran with **random weights**: its scores say nothing about the method." \
             if name == RANDOM else ""
         others = f", four baselines and the zip's fused images of **{', '.join(external)}**" if external \
@@ -589,17 +712,23 @@ class FusionApp:
             view.files: [str(result.files["per_image_csv"]), str(result.files["means_csv"])],
         }
 
-    def _evaluate(self, out_dir: Path, zip_path: str | None, task: str, choice: str, convention: str, progress):
-        """The pairs checked within the app's bounds before any fusion, then evaluated into ``out_dir``."""
+    def _evaluate(self, out_dir: Path, zip_path: str | None, task: str, choice: str, convention: str, progress,
+                  deadline: Deadline):
+        """The pairs checked within the app's bounds before any fusion, then evaluated into ``out_dir``, the
+        deadline checked after each fused image."""
         root, data = _pairs_root(zip_path, task, out_dir / "pairs")
         pairs = _find_pairs(root, out_dir / "pairs")
-        _check_pairs(pairs, root, Path(zip_path).name if zip_path else f"The bundled {task} examples")
+        _check_pairs(pairs, root, _source_name(zip_path, task), "evaluate", MAX_EVALUATE_PAIRS)
         external = external_methods(root)
         name = self._resolve(task, choice)
         torch.set_num_threads(self.trainer.fusion_threads())
+
+        def tick(done: int, total: int, what: str) -> None:
+            deadline.check(f"after {done} of {total} fused images")
+            progress((done, total), desc=what)
+
         try:
-            result = evaluate_on_device(root, self.models.get(name), out_dir / "results", convention,
-                                        lambda done, total, what: progress((done, total), desc=what), external)
+            result = evaluate_on_device(root, self.models.get(name), out_dir / "results", convention, tick, external)
         except (ValueError, CheckpointError) as error:
             raise _fail(f"Evaluation failed: {str(error).replace(str(out_dir), 'the zip')}") from None
         return name, pairs, data, external, result
@@ -614,14 +743,13 @@ class FusionApp:
             raise _fail(f"A training run is already in progress (step {job.step} of {job.total}); only one runs "
                         "at a time. Wait for it to finish, or stop it from the session that started it.")
         name = f"trained-{time.strftime('%Y%m%d-%H%M%S')}"
-        out_dir = self._output_dir("training", prune=False) / name  # trained checkpoints stay selectable
-        root, data = _pairs_root(zip_path, task, out_dir.parent / "pairs")
-        try:
-            dataset = PairDataset(_find_pairs(root, out_dir.parent / "pairs"))
-            pipeline = self.models.fresh(start, options.preset, TrainConfig.seed)  # the seed of _train_configs' runs
-        except (ValueError, CheckpointError) as error:
-            raise _fail(str(error).replace(str(out_dir.parent), "the zip")) from None
-        configs = self._train_configs(options, pipeline.stride)
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._ensure(self.work_dir / "training")))
+        try:  # a refused run leaves nothing behind; a started one keeps its checkpoint, selectable by every session
+            dataset, data, pipeline, configs = self._training_inputs(run_dir / "pairs", zip_path, task, start, options)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        out_dir = run_dir / name
         job = TrainingJob(name, out_dir, configs[0].steps, tuple(c.stage for c in configs))
         origin = f"random weights, `{options.preset}` preset" if start == FROM_SCRATCH else f"checkpoint `{start}`"
         card = training_card(name, origin, data, len(dataset), configs)
@@ -633,6 +761,21 @@ class FusionApp:
         return {view.progress: progress_html(job), view.status: "Training…", view.loss_plot: None,
                 view.preview: None, view.checkpoint_file: None, view.timer: gr.Timer(active=True),
                 view.followed: FollowedRun(name)}
+
+    def _training_inputs(self, pairs_dir: Path, zip_path: str | None, task: str, start: str, options: TrainOptions
+                         ) -> tuple[PairDataset, str, FusionPipeline, list[TrainConfig]]:
+        """The pairs, checked within the Train tab's bounds and read into memory (their unpacked files then go),
+        their description, the pipeline to train and the configuration of each stage."""
+        root, data = _pairs_root(zip_path, task, pairs_dir)
+        try:
+            dataset = _training_dataset(_find_pairs(root, pairs_dir), root, _source_name(zip_path, task), pairs_dir)
+        finally:
+            shutil.rmtree(pairs_dir, ignore_errors=True)
+        try:
+            pipeline = self.models.fresh(start, options.preset, TrainConfig.seed)  # the seed of every app run
+        except (ValueError, CheckpointError) as error:
+            raise _fail(str(error)) from None
+        return dataset, data, pipeline, self._train_configs(options, pipeline.stride)
 
     def training_progress(self, view: TrainView, followed: FollowedRun | None) -> dict:
         """One tick of the Train tab's timer: the followed run's progress and, when the run has ended, its status,
@@ -669,8 +812,9 @@ class FusionApp:
     def _train_configs(self, options: TrainOptions, stride: int) -> list[TrainConfig]:
         steps, crop, batch = int(options.steps or 0), int(options.crop or 0), int(options.batch or 0)
         lr = float(options.lr or 0)
-        if not 1 <= steps <= 100_000:
-            raise _fail(f"Steps must lie between 1 and 100000 (got {steps}).")
+        if not 1 <= steps <= MAX_TRAIN_STEPS:
+            raise _fail(f"Steps per stage must lie between 1 and {MAX_TRAIN_STEPS:,} in the app (got {steps:,}); "
+                        "train longer with `python -m fusion_core train`.")
         if not 1 <= batch <= 64:
             raise _fail(f"The batch size must lie between 1 and 64 (got {batch}).")
         if crop < stride or crop % stride or crop > 1024:
@@ -725,14 +869,15 @@ def _examples() -> tuple[list[list[str]], list[str]]:
 
 
 def build_source_column(label: str, elem_id: str) -> SourceColumn:
-    """Upload, preview, description and the DICOM options of one source."""
+    """Upload, preview, description, the DICOM window and the frame of one source."""
     file = gr.File(label=label, type="filepath", elem_id=elem_id)
     preview = gr.Image(label="Preview", interactive=False, height=200, format="png", buttons=["fullscreen"])
     info = gr.Markdown()
     with gr.Group(visible=False) as dicom:
         window = gr.Dropdown(list(WINDOWS), value=DEFAULT_WINDOW, label="DICOM window")
-        frame = gr.Number(0, precision=0, minimum=0, label="DICOM frame (from 0)")
-    return SourceColumn(file, preview, info, dicom, window, frame)
+    with gr.Group(visible=False) as frames:
+        frame = gr.Number(0, precision=0, minimum=0, label="Frame (from 0)")
+    return SourceColumn(file, preview, info, dicom, window, frames, frame)
 
 
 def build_pairs_column(task_label: str, checkpoints: list[str], checkpoint: str, checkpoint_label: str
@@ -823,10 +968,14 @@ def build_train_tab(app: FusionApp, checkpoint_menus: tuple[gr.Dropdown, ...]) -
     """
     defaults = TrainOptions()
     with gr.Tab("Train"):
-        gr.Markdown("Train or fine-tune the network on your own pairs (a zip as in the Evaluate tab; without "
-                    "one, the bundled examples of the task). Stage 1 trains the diffusion UNet, stage 2 the "
-                    "fusion head. The `tiny` preset makes a quick trial; real training wants a GPU and the "
-                    "command line (`python -m fusion_core train`). One run at a time.")
+        gr.Markdown("Train or fine-tune the network on your own pairs (a zip as in the Evaluate tab, at most "
+                    f"{MAX_TRAIN_PAIRS} pairs; without one, the bundled examples of the task). Stage 1 trains the "
+                    "diffusion UNet, stage 2 the fusion head, each at most "
+                    f"{MAX_TRAIN_STEPS:,} steps. The `tiny` preset makes a quick trial; real training wants a GPU "
+                    "and the command line (`python -m fusion_core train`). One run at a time. Every run here uses "
+                    f"the training seed `train.seed` = {TrainConfig.seed} (`TrainConfig.seed`; `train --seed` on the "
+                    "command line): random initial weights, crops, flips and noise are drawn from it, so the same "
+                    "options on the same pairs start the same way.")
         with gr.Row():
             with gr.Column(scale=1):
                 pairs = build_pairs_column("Task (bundled examples)", [FROM_SCRATCH, *app.models.folders()],
@@ -879,19 +1028,19 @@ def build_tabs(app: FusionApp) -> Tabs:
 def wire_fuse_tab(app: FusionApp, view: FuseView) -> None:
     """Task and checkpoint notes, previews of the uploads, and the fusion (in the CPU-heavy group)."""
     view.task.change(partial(app.task_changed, view), [view.task, view.checkpoint],
-                     [view.source_a.file, view.source_b.file, view.model_note], api_visibility="private")
-    view.checkpoint.change(app.model_note, [view.task, view.checkpoint], view.model_note, api_visibility="private")
+                     [view.source_a.file, view.source_b.file, view.model_note], api_visibility="private", **LIGHT)
+    view.checkpoint.change(app.model_note, [view.task, view.checkpoint], view.model_note, api_visibility="private",
+                           **LIGHT)
     for column in (view.source_a, view.source_b):
-        shown = [column.preview, column.info, column.dicom]
-        column.file.change(partial(app.source_changed, column), column.file, [column.window, column.frame, *shown],
-                           api_visibility="private")
+        column.file.change(partial(app.source_changed, column), column.file,
+                           [column.window, column.frame, *column.shown()], api_visibility="private")
         for option in (column.window, column.frame):
-            option.input(partial(app.preview, column), [column.file, column.window, column.frame], shown,
+            option.input(partial(app.preview, column), [column.file, column.window, column.frame], column.shown(),
                          api_visibility="private")
 
-    def fuse(path_a, path_b, task, choice, *options):  # gradio passes the inputs' values by position
+    def fuse(request: gr.Request, path_a, path_b, task, choice, *options):  # the inputs' values by position
         options = FuseOptions(**dict(zip(view.options, options, strict=True)))
-        yield from app.fuse(view, path_a, path_b, task, choice, options)
+        yield from app.fuse(view, request.session_hash, path_a, path_b, task, choice, options)
 
     view.button.click(fuse, [view.source_a.file, view.source_b.file, view.task, view.checkpoint,
                              *view.options.values()], view.outputs(), api_name="fuse", **CPU_HEAVY)
@@ -899,9 +1048,12 @@ def wire_fuse_tab(app: FusionApp, view: FuseView) -> None:
 
 def wire_evaluate_tab(app: FusionApp, view: EvaluateView) -> None:
     """The evaluation (in the CPU-heavy group)."""
-    view.button.click(partial(app.evaluate, view),
-                      [view.pairs.zip, view.pairs.task, view.pairs.checkpoint, view.convention], view.outputs(),
-                      api_name="evaluate", **CPU_HEAVY)
+
+    def evaluate(request: gr.Request, zip_path, task, choice, convention, progress=gr.Progress()):
+        return app.evaluate(view, request.session_hash, zip_path, task, choice, convention, progress)
+
+    view.button.click(evaluate, [view.pairs.zip, view.pairs.task, view.pairs.checkpoint, view.convention],
+                      view.outputs(), api_name="evaluate", **CPU_HEAVY)
 
 
 def wire_train_tab(app: FusionApp, view: TrainView) -> None:
@@ -914,12 +1066,13 @@ def wire_train_tab(app: FusionApp, view: TrainView) -> None:
     view.start_button.click(start, [view.pairs.zip, view.pairs.task, view.pairs.checkpoint, *view.options.values()],
                             view.outputs(), api_name="train", **CPU_HEAVY)
     view.timer.tick(partial(app.training_progress, view), view.followed, view.outputs(),
-                    api_name="training_progress", show_progress="hidden")
-    view.stop_button.click(app.stop_training, view.followed, view.status, api_name="stop_training")
+                    api_name="training_progress", show_progress="hidden", **LIGHT)
+    view.stop_button.click(app.stop_training, view.followed, view.status, api_name="stop_training", **LIGHT)
 
 
 def build_demo(app: FusionApp | None = None) -> gr.Blocks:
-    """The whole interface: Fuse, Evaluate, Train and About tabs over one ``FusionApp``; layout, then wiring."""
+    """The whole interface: Fuse, Evaluate, Train and About tabs over one ``FusionApp``; layout, then wiring,
+    then the queue; a session's outputs go when it ends."""
     app = app or FusionApp()
     with gr.Blocks(title="DGD-Fusion", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(DESCRIPTION)
@@ -927,11 +1080,16 @@ def build_demo(app: FusionApp | None = None) -> gr.Blocks:
         wire_fuse_tab(app, tabs.fuse)
         wire_evaluate_tab(app, tabs.evaluate)
         wire_train_tab(app, tabs.train)
-    return demo
+
+        def end_session(request: gr.Request) -> None:
+            app.end_session(request.session_hash)
+
+        demo.unload(end_session)
+    return demo.queue(max_size=QUEUE_SIZE)
 
 
 def main() -> None:
-    build_demo().queue(max_size=16).launch(**LAUNCH_OPTIONS)
+    build_demo().launch(**LAUNCH_OPTIONS)
 
 
 if __name__ == "__main__":

@@ -158,11 +158,14 @@ def progress_html(job: TrainingJob) -> str:
 
 
 def training_card(name: str, origin: str, data: str, pairs: int, configs: list[TrainConfig]) -> str:
-    """The MODEL_CARD.md of a run: where it started, its data, its stages and the hardware."""
+    """The MODEL_CARD.md of a run: where it started, its data, its stages, its seed and the hardware."""
     stages = "; ".join(f"stage {c.stage}: {c.steps} steps, batch {c.batch_size}, crop {c.crop}, Adam lr {c.lr}"
                        for c in configs)
+    seeds = ", ".join(sorted({str(c.seed) for c in configs}))
     return "\n".join([
         f"# DGD-Fusion checkpoint `{name}` (trained in the app)", "",
         f"- initialised from: {origin}",
-        f"- data: {data} ({pairs} pairs)", f"- {stages}", f"- hardware: {hardware_description()}",
+        f"- data: {data} ({pairs} pairs)", f"- {stages}",
+        f"- seed: `train.seed` = {seeds} (the random initial weights, the crops, flips and noise)",
+        f"- hardware: {hardware_description()}",
         "- a quick run in the browser app: not evaluated; see train_log.jsonl for the losses", ""])

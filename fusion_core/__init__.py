@@ -15,6 +15,7 @@ from .config import (
     LossConfig,
     TrainConfig,
     UNetConfig,
+    check_seed,
     parse_timesteps,
 )
 from .data import PairDataset, find_pairs
@@ -80,6 +81,7 @@ __all__ = [
     "TrainResult",
     "UNetConfig",
     "build_pipeline",
+    "check_seed",
     "compute_metrics",
     "evaluate_folder",
     "find_pairs",

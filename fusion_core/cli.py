@@ -134,7 +134,7 @@ def _run_fuse(args: argparse.Namespace) -> int:
     pipeline = resolve_pipeline(args.checkpoint, args.preset, device or default_device())
     generator = torch.Generator().manual_seed(seed)
     result = pipeline.fuse(pair.a.pixels, pair.b.pixels, feature_timesteps=timesteps, generator=generator)
-    for warning in (*pair.warnings, *result.warnings):
+    for warning in (*pair.every_warning, *result.warnings):
         print(f"warning: {warning}", file=sys.stderr)
     write_fused(args.output, result.y_fused, pair.b.pixels)
     print(f"fused {args.a} + {args.b} -> {args.output} ({result.fused.shape[1]}x{result.fused.shape[0]})")

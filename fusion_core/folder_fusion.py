@@ -56,7 +56,8 @@ class FolderFusionResult:
         skipped: names whose output existed already (not fused again), sorted.
         failures: the pairs not fused, sorted by name.
         failures_csv: the file that lists them; None when nothing failed.
-        warnings: what was done to single pairs ("NAME: B resized ...") and, once, the network's notes.
+        warnings: how single pairs were read and what was done to them ("NAME: A: the TIFF file holds 3 frames; ...",
+            "NAME: B resized ...") and, once, the network's notes.
     """
 
     out_dir: Path
@@ -140,7 +141,7 @@ def _fuse_chunk(pipeline: FusionPipeline, chunk: Sequence[ImagePair], out_dir: P
             continue
         write_atomically(output_path(out_dir, pair.name, suffix), outcome.y_fused, images.b.pixels)
         fused.append(pair.name)
-        warnings += [f"{pair.name}: {note}" for note in images.warnings]
+        warnings += [f"{pair.name}: {note}" for note in images.every_warning]
         warnings += outcome.warnings
     return _Report(fused, failures, warnings)
 

@@ -22,6 +22,8 @@ Choices that neither the paper nor the file formats fix, made here:
 * Pairs: a size mismatch is refused unless resampling is asked for, which resizes B to A's size with
   Pillow's bicubic filter (its kernel widens when shrinking, so downsizing is antialiased). Alignment is
   translation-only phase correlation; the shift is applied by bilinear interpolation, edges repeated.
+* Frames: a file of several frames (multi-frame DICOM, multi-page TIFF, animated GIF, PNG or WebP) gives the
+  frame asked for, 0 unless told, with a warning naming it and the count, so no caller reads frame 0 unawares.
 * Limits: the pixel count is checked from the header before decoding, and Pillow's decompression-bomb
   guard stays on (raise ``PIL.Image.MAX_IMAGE_PIXELS`` too when raising ``max_pixels`` above ~89 MP).
 """
@@ -86,14 +88,17 @@ class LoadedImage:
     Attributes:
         pixels: float32 in [0, 1], (H, W) for gray or (H, W, 3) for RGB.
         bit_depth: Bits of the stored data (1, 8, 16, 32, ...).
-        warnings: What was changed on the way, e.g. "alpha channel dropped".
+        warnings: What was changed on the way, e.g. "alpha channel dropped", or which frame of a multi-frame
+            file was read.
         dicom: De-identified DICOM summary, None for other sources.
+        frames: Number of frames of the source (pages of a TIFF, frames of a GIF or DICOM); one was read.
     """
 
     pixels: np.ndarray
     bit_depth: int
     warnings: tuple[str, ...]
     dicom: DicomSummary | None = None
+    frames: int = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,6 +117,11 @@ class LoadedPair:
     shift: tuple[float, float] | None
     warnings: tuple[str, ...]
 
+    @property
+    def every_warning(self) -> tuple[str, ...]:
+        """The warnings of reading A and B, each marked with its source ("A: ..."), then the pair's own."""
+        return (*(f"A: {w}" for w in self.a.warnings), *(f"B: {w}" for w in self.b.warnings), *self.warnings)
+
 
 # ---------------------------------------------------------------- arrays
 
@@ -128,6 +138,15 @@ def _check_frame(frame: int, count: int) -> None:
         raise ImageLoadError(
             f"frame {frame} is out of range: the source has {count} frame(s), valid indices 0..{count - 1}"
         )
+
+
+def _with_frame_note(image: LoadedImage, kind: str, frame: int, count: int) -> LoadedImage:
+    """``image`` with its frame count and, when the file holds several frames, a warning naming the one read:
+    a multi-page TIFF or an animated GIF is read like a multi-frame DICOM, one frame chosen by index."""
+    if count == 1:
+        return image
+    note = f"the {kind} file holds {count} frames; frame {frame} (counting from 0) was read"
+    return replace(image, warnings=(*image.warnings, note), frames=count)
 
 
 def _stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -222,8 +241,14 @@ def _from_pillow(data: bytes, frame: int, max_pixels: int) -> LoadedImage:
     """Decode a Pillow format; size and frame are checked from the header before decoding."""
     img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
     _check_size(img.height, img.width, max_pixels)
-    _check_frame(frame, getattr(img, "n_frames", 1))
+    count = getattr(img, "n_frames", 1)
+    _check_frame(frame, count)
     img.seek(frame)
+    return _with_frame_note(_decode_pillow(img, data, max_pixels), str(img.format), frame, count)
+
+
+def _decode_pillow(img: Image.Image, data: bytes, max_pixels: int) -> LoadedImage:
+    """The frame ``img`` is at, as a LoadedImage."""
     exact = _read_raw_rgb16(img, data)
     if exact is not None:
         return _from_array(exact, max_pixels)
@@ -277,7 +302,8 @@ def _from_dicom(data: bytes, frame: int, window, max_pixels: int) -> LoadedImage
     _check_size(rows, columns, max_pixels)
     _check_frame(frame, frames)
     decoded = decode_frame(dataset, frame, window)
-    return LoadedImage(decoded.pixels, decoded.bit_depth, decoded.warnings, decoded.summary)
+    return _with_frame_note(LoadedImage(decoded.pixels, decoded.bit_depth, decoded.warnings, decoded.summary),
+                            "DICOM", frame, frames)
 
 
 def _read_any(source, frame: int, window, max_pixels: int) -> LoadedImage:

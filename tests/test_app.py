@@ -7,7 +7,9 @@ check the plumbing and the messages, not fusion quality. Never reads outside the
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from gradio_client.utils import Status
 from PIL import Image
 
 import app
@@ -26,6 +29,7 @@ from fusion_core import find_pairs, read_image, write_dicom_secondary_capture
 
 EXAMPLES = {task: find_pairs(app.EXAMPLES / spec.folder)[0] for task, spec in TASKS.items()}
 MEDICAL = "MRI + CT"
+SESSION = "test-session"
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +45,27 @@ def tabs(fusion_app) -> app.Tabs:
         return app.build_tabs(fusion_app)
 
 
+def fuse_steps(fusion_app: app.FusionApp, tabs: app.Tabs, a, b, task: str = MEDICAL, choice: str = AUTO,
+               session: str = SESSION, **options):
+    """The fuse handler's outputs, one at a time."""
+    return fusion_app.fuse(tabs.fuse, session, a and str(a), b and str(b), task, choice, app.FuseOptions(**options))
+
+
 def fuse(fusion_app: app.FusionApp, tabs: app.Tabs, a, b, task: str = MEDICAL, choice: str = AUTO,
          **options) -> dict:
-    """The last (complete) output of the fuse handler."""
-    outputs = list(fusion_app.fuse(tabs.fuse, a and str(a), b and str(b), task, choice, app.FuseOptions(**options)))
-    assert len(outputs) == 2 and outputs[0][tabs.fuse.metrics].startswith("Scoring")  # the image comes first
-    return outputs[-1]
+    """The last (complete) output of the fuse handler; the first holds the image and the network's metrics alone."""
+    first, *rest = fuse_steps(fusion_app, tabs, a, b, task, choice, **options)
+    view = tabs.fuse
+    assert len(rest) == 1 and first[view.fused] is rest[0][view.fused] and first[view.baselines] is None
+    assert "| DGD-Fusion |" in first[view.metrics] and "| average |" not in first[view.metrics]
+    assert "Fusing and scoring the classical baselines" in first[view.metrics]
+    return rest[0]
+
+
+def evaluate(fusion_app: app.FusionApp, tabs: app.Tabs, zip_path, task: str = MEDICAL, choice: str = AUTO,
+             progress=lambda *a, **k: None) -> dict:
+    return fusion_app.evaluate(tabs.evaluate, SESSION, zip_path and str(zip_path), task, choice, "standard",
+                               progress)
 
 
 def train(fusion_app: app.FusionApp, tabs: app.Tabs, start: str = app.FROM_SCRATCH, **options) -> dict:
@@ -117,6 +136,49 @@ def test_cpu_heavy_events_share_one_concurrency_group_and_progress_ticks(tmp_pat
     assert events["training_progress"].targets == [(timers[0]._id, "tick")]
 
 
+def test_the_queue_is_sized_and_holds_only_events_that_work(tmp_path):
+    demo = app.build_demo(app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work"))
+    events = {d.api_name: d for d in demo.fns.values()}
+    assert demo._queue.max_size == app.QUEUE_SIZE
+    assert all(events[name].queue for name in ("fuse", "evaluate", "train"))
+    assert not events["training_progress"].queue and not events["stop_training"].queue  # never refused as busy
+    assert all(d.show_progress != "hidden" for d in (events["fuse"], events["evaluate"]))  # the place in the queue
+
+
+def test_the_end_of_a_session_removes_its_outputs(tmp_path):
+    fusion_app = app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
+    demo = app.build_demo(fusion_app)
+    unload = [d for d in demo.fns.values() if any(target[1] == "unload" for target in d.targets)]
+    mine, theirs = fusion_app.request_dir("mine", "fused"), fusion_app.request_dir("theirs", "fused")
+    assert len(unload) == 1
+    unload[0].fn(gr.Request(session_hash="mine"))
+    assert not mine.exists() and theirs.is_dir()
+
+
+def test_a_session_keeps_the_outputs_of_its_latest_request_of_each_kind(tmp_path):
+    fusion_app = app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
+    first = fusion_app.request_dir("mine", "fused")
+    (first / "fused.png").write_bytes(b"x")
+    evaluation = fusion_app.request_dir("mine", "evaluations")
+    second = fusion_app.request_dir("mine", "fused")
+    assert not first.exists() and second.is_dir() and evaluation.is_dir()
+    sessions = fusion_app.work_dir / "sessions"
+    assert {p.relative_to(sessions).parts[1:] for p in (second, evaluation)} == {("fused", second.name),
+                                                                              ("evaluations", evaluation.name)}
+    outside = fusion_app.request_dir("../../outside", "fused")  # a session hash is sent by the browser
+    assert outside.resolve().is_relative_to(sessions.resolve()) and len(outside.relative_to(sessions).parts) == 3
+
+
+def test_the_outputs_of_a_session_idle_for_an_hour_are_pruned(tmp_path):
+    fusion_app = app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
+    idle, back = fusion_app.request_dir("idle", "fused"), fusion_app.request_dir("back", "fused")
+    long_ago = time.time() - app.KEEP_OUTPUTS_SECONDS - 60
+    for folder in (idle.parent.parent, back.parent.parent):
+        os.utime(folder, (long_ago, long_ago))
+    newest = fusion_app.request_dir("back", "evaluations")  # a session back after an hour keeps its outputs
+    assert not idle.exists() and back.is_dir() and newest.is_dir()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
 def test_fuses_an_example_of_each_task(fusion_app, tabs, task):
@@ -129,6 +191,8 @@ def test_fuses_an_example_of_each_task(fusion_app, tabs, task):
     assert fused.dtype == np.uint8 and fused.shape == (b.shape if b.ndim == 3 else b.shape[:2])
     assert slider_a[1] is fused and slider_b[0].shape[:2] == fused.shape[:2]
     assert [Path(p).suffix for p in downloads] == [".png", ".tif"] and dicom == ""
+    assert [Path(p).parent for p in downloads] == session_outputs(fusion_app, "fused") * 2  # this request's folder
+    assert Path(downloads[0]).name == f"fused_{pair.name}.png"
     np.testing.assert_array_equal(np.asarray(read_image(downloads[0]).pixels * 255).round(), fused)
     assert "random weights" in notes
     assert "Metric convention: standard" in table and "| DGD-Fusion |" in table and "**" in table
@@ -141,15 +205,16 @@ def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tabs, tmp_path):
     pair = EXAMPLES[MEDICAL]
     paths = []
     for source, modality in ((pair.a, "MR"), (pair.b, "CT")):
-        paths.append(tmp_path / f"{modality}.dcm")
+        paths.append(tmp_path / f"Doe_Jane_{modality}.dcm")  # named after a patient, as DICOM files often are
         write_dicom_secondary_capture(paths[-1], read_image(source).pixels, modality_hint=modality)
     column = tabs.fuse.source_a
     shown = fusion_app.preview(column, str(paths[0]), app.DEFAULT_WINDOW, 0)
     assert shown[column.preview].shape == (256, 256) and shown[column.info].startswith("DICOM MR")
-    assert shown[column.dicom].visible
+    assert shown[column.dicom].visible and not shown[column.frames].visible  # one frame: nothing to choose
     out = fuse(fusion_app, tabs, *paths, window_b="bone (W 2000, L 500)")
     downloads, summary = out[tabs.fuse.downloads], out[tabs.fuse.dicom_info]
-    assert Path(downloads[-1]).suffix == ".dcm" and read_image(downloads[-1]).dicom is not None
+    assert [Path(p).name for p in downloads] == ["fused.png", "fused_16bit.tif", "fused.dcm"]  # no name carried
+    assert read_image(downloads[-1]).dicom is not None
     assert "DICOM inputs" in summary and "| modality | MR | CT |" in summary
     assert "Anonymous" not in summary and "preset bone" in summary
 
@@ -159,8 +224,32 @@ def test_a_new_upload_resets_its_dicom_options_and_shows_its_preview(fusion_app,
     shown = fusion_app.source_changed(column, str(EXAMPLES[MEDICAL].b))
     assert shown[column.window]["value"] == app.DEFAULT_WINDOW and shown[column.frame]["value"] == 0
     assert shown[column.preview].shape == (256, 256) and not shown[column.dicom].visible
+    assert not shown[column.frames].visible
     cleared = fusion_app.source_changed(column, None)
     assert cleared[column.preview] is None and cleared[column.info] == ""
+
+
+def multi_page_tiff(source: Path, path: Path) -> Path:
+    """``source``'s image as the first page of a TIFF and its negative as the second."""
+    image = Image.open(source).convert("L")
+    image.save(path, save_all=True, append_images=[Image.eval(image, lambda v: 255 - v)])
+    return path
+
+
+def test_a_multi_page_tiff_shows_its_frame_choice_and_the_frame_read(fusion_app, tabs, tmp_path):
+    column, tiff = tabs.fuse.source_a, multi_page_tiff(EXAMPLES[MEDICAL].a, tmp_path / "a.tif")
+    shown = fusion_app.source_changed(column, str(tiff))
+    assert shown[column.frames].visible and not shown[column.dicom].visible
+    assert shown[column.info] == "256 × 256 px · 8-bit · gray · 2 frames"
+    second = fusion_app.preview(column, str(tiff), app.DEFAULT_WINDOW, 1)[column.preview]
+    np.testing.assert_array_equal(second, 255 - shown[column.preview])
+
+
+@pytest.mark.slow
+def test_fusing_a_multi_page_tiff_says_which_frame_was_fused(fusion_app, tabs, tmp_path):
+    tiff = multi_page_tiff(EXAMPLES[MEDICAL].a, tmp_path / "a.tif")
+    notes = fuse(fusion_app, tabs, tiff, EXAMPLES[MEDICAL].b, frame_a=1)[tabs.fuse.notes]
+    assert "⚠️ A: the TIFF file holds 2 frames; frame 1 (counting from 0) was read" in notes
 
 
 def test_the_source_labels_follow_the_task(fusion_app, tabs):
@@ -268,7 +357,7 @@ def test_symlinks_and_non_zips_are_refused(tmp_path):
 @pytest.mark.slow
 def test_evaluates_the_bundled_examples(fusion_app, tabs):
     view = tabs.evaluate
-    out = fusion_app.evaluate(view, None, MEDICAL, AUTO, "standard", lambda *a, **k: None)
+    out = evaluate(fusion_app, tabs, None)
     assert set(out) == set(view.outputs())
     assert "2 pairs" in out[view.summary] and "random weights" in out[view.summary]
     assert "| DGD-Fusion |" in out[view.means] and "Metric convention: standard" in out[view.means]
@@ -279,11 +368,10 @@ def test_evaluates_the_bundled_examples(fusion_app, tabs):
 @pytest.mark.slow
 def test_evaluates_an_uploaded_zip_and_refuses_zip_slip(fusion_app, tabs, tmp_path):
     archive = pair_zip(tmp_path / "pairs.zip", top="my pairs/")
-    out = fusion_app.evaluate(tabs.evaluate, str(archive), MEDICAL, RANDOM, "standard", lambda *a, **k: None)
+    out = evaluate(fusion_app, tabs, archive, choice=RANDOM)
     assert "2 pairs" in out[tabs.evaluate.summary] and "uploaded zip" in out[tabs.evaluate.summary]
     with pytest.raises(gr.Error, match="The zip was refused"):
-        fusion_app.evaluate(tabs.evaluate, str(zip_of(tmp_path / "evil.zip", {"../x.png": b"x"})), MEDICAL, AUTO,
-                            "standard")
+        evaluate(fusion_app, tabs, zip_of(tmp_path / "evil.zip", {"../x.png": b"x"}))
 
 
 @pytest.mark.slow
@@ -292,13 +380,13 @@ def test_evaluates_the_fused_images_a_zip_brings_as_methods(fusion_app, tabs, tm
     theirs = {f"upload/fused/theirs/{pair.name}.png": pair.b.read_bytes() for pair in pairs}  # B as "fused"
     archive = zip_of(tmp_path / "pairs.zip", {**zip_of_entries(pairs, "upload/"), **theirs})
     view = tabs.evaluate
-    out = fusion_app.evaluate(view, str(archive), MEDICAL, RANDOM, "standard", lambda *a, **k: None)
+    out = evaluate(fusion_app, tabs, archive, choice=RANDOM)
     assert "**theirs**" in out[view.summary] and "| theirs |" in out[view.means]
     assert [row[0] for row in out[view.rows] if row[1] == "theirs"] == [pair.name for pair in pairs]
     first = dict([next(iter(theirs.items()))])  # the fused image of the first pair only
     missing = zip_of(tmp_path / "missing.zip", {**zip_of_entries(pairs, "upload/"), **first})
     with pytest.raises(gr.Error, match="method 'theirs' has no image"):
-        fusion_app.evaluate(view, str(missing), MEDICAL, RANDOM, "standard", lambda *a, **k: None)
+        evaluate(fusion_app, tabs, missing, choice=RANDOM)
 
 
 @pytest.mark.slow
@@ -354,13 +442,16 @@ def test_training_options_are_checked(fusion_app, tabs):
 # ---------------------------------------------------------------------------------------------- launched
 
 
-@pytest.fixture(scope="module")
-def client(fusion_app, tmp_path_factory):
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    demo = app.build_demo(fusion_app).queue(max_size=16)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(fusion_app, tmp_path_factory):
+    demo = app.build_demo(fusion_app)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
                 **app.LAUNCH_OPTIONS)
     yield Client(demo.local_url, verbose=False, analytics_enabled=False,
                  download_files=str(tmp_path_factory.mktemp("downloads")))
@@ -418,12 +509,17 @@ def refusing_app(tmp_path) -> app.FusionApp:
     return app.FusionApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work")
 
 
+def session_outputs(fusion_app: app.FusionApp, kind: str, session: str = SESSION) -> list[Path]:
+    """The request folders of a session's ``kind`` of outputs."""
+    folder = fusion_app.work_dir / "sessions" / app._session_folder(session) / kind
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
 def refused_evaluation(refusing_app: app.FusionApp, tabs: app.Tabs, zip_path: Path | None) -> str:
     """The message of an evaluation that must be refused before any fusion; nothing of it stays behind."""
     with pytest.raises(gr.Error) as error:
-        refusing_app.evaluate(tabs.evaluate, zip_path and str(zip_path), MEDICAL, AUTO, "standard",
-                              lambda *a, **k: pytest.fail("fused"))
-    assert list((refusing_app.work_dir / "evaluations").iterdir()) == []
+        evaluate(refusing_app, tabs, zip_path, progress=lambda *a, **k: pytest.fail("fused"))
+    assert session_outputs(refusing_app, "evaluations") == []
     return error.value.message
 
 
@@ -451,3 +547,148 @@ def test_evaluation_names_the_bad_file_of_a_zip(refusing_app, tabs, tmp_path):
 
 def test_the_app_caps_the_size_of_an_upload():
     assert app.LAUNCH_OPTIONS["max_file_size"] == app.MAX_ZIP_BYTES
+
+
+# ---------------------------------------------------------------------------------------------- time limits
+
+
+class Clock:
+    """A clock that moves ``step`` seconds each time it is read, and when the test moves it."""
+
+    def __init__(self, step: float = 0.0):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def timed_app(tmp_path: Path, clock: Clock) -> app.FusionApp:
+    return app.FusionApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work",
+                         clock=clock)
+
+
+def test_a_fusion_out_of_time_before_the_network_does_not_run_it(tabs, tmp_path):
+    fusion_app = timed_app(tmp_path, Clock(step=app.FUSE_SECONDS + 1))  # every stage looks slow
+    with pytest.raises(gr.Error, match=f"longer than {app.FUSE_SECONDS} s and was stopped before the network"):
+        fuse(fusion_app, tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b)
+    assert fusion_app.models._cache == {}  # no network was even loaded
+
+
+@pytest.mark.slow
+def test_a_fusion_out_of_time_keeps_its_image_and_stops_the_comparison(tabs, tmp_path):
+    clock = Clock()
+    steps = fuse_steps(timed_app(tmp_path, clock), tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b)
+    first = next(steps)
+    assert first[tabs.fuse.fused].shape == (256, 256) and "| DGD-Fusion |" in first[tabs.fuse.metrics]
+    clock.now += app.FUSE_SECONDS + 1
+    with pytest.raises(gr.Error) as error:
+        next(steps)
+    assert error.value.message == (
+        f"This request took longer than {app.FUSE_SECONDS} s and was stopped while comparing with the classical "
+        "baselines (the fused image above is complete); try a smaller image, or `python -m fusion_core fuse` on "
+        "your own machine.")
+
+
+def test_an_evaluation_out_of_time_stops_at_the_next_image_and_leaves_nothing(tabs, tmp_path):
+    clock, ticks = Clock(), []
+    fusion_app = timed_app(tmp_path, clock)
+
+    def progress(done_total, desc):
+        ticks.append(done_total)
+        clock.now += app.EVALUATE_SECONDS + 1
+
+    with pytest.raises(gr.Error) as error:
+        evaluate(fusion_app, tabs, None, progress=progress)
+    assert ticks == [(1, 10)]  # 2 pairs x 5 methods: stopped at the second image
+    assert error.value.message == (
+        f"This request took longer than {app.EVALUATE_SECONDS} s and was stopped after 2 of 10 fused images; try "
+        "fewer or smaller pairs, or `python -m fusion_core evaluate` on your own machine.")
+    assert session_outputs(fusion_app, "evaluations") == []
+
+
+# ---------------------------------------------------------------------------------------------- train tab bounds
+
+
+def refused_training(fusion_app: app.FusionApp, tabs: app.Tabs, zip_path: Path | None = None, **options) -> str:
+    """The message of a training run refused before it starts; nothing of it stays behind."""
+    with pytest.raises(gr.Error) as error:
+        fusion_app.start_training(tabs.train, zip_path and str(zip_path), MEDICAL, app.FROM_SCRATCH,
+                                  app.TrainOptions(**{"preset": "tiny", **options}))
+    assert list((fusion_app.work_dir / "training").iterdir()) == [] and not fusion_app.trainer.busy
+    return error.value.message
+
+
+def test_training_is_bounded_before_it_starts(refusing_app, tabs, tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "MAX_TRAIN_PAIRS", 1)
+    assert refused_training(refusing_app, tabs, pair_zip(tmp_path / "pairs.zip")) == (
+        "pairs.zip holds 2 pairs; the app trains on at most 1. Use `python -m fusion_core train` for more.")
+    monkeypatch.setattr(app, "MAX_TRAIN_PIXELS", 256 * 256)
+    monkeypatch.setattr(app, "MAX_TRAIN_PAIRS", 500)
+    assert refused_training(refusing_app, tabs) == (
+        "The bundled MRI + CT example set holds 131,072 pixels per source; the app trains on at most 65,536 in all "
+        "(a run holds them in memory). Use fewer or smaller pairs, or `python -m fusion_core train`.")
+    monkeypatch.setattr(app, "MAX_TRAIN_PIXELS", 2**28)
+    message = refused_training(refusing_app, tabs, steps=app.MAX_TRAIN_STEPS + 1)
+    assert message == (f"Steps per stage must lie between 1 and {app.MAX_TRAIN_STEPS:,} in the app (got "
+                       f"{app.MAX_TRAIN_STEPS + 1:,}); train longer with `python -m fusion_core train`.")
+    monkeypatch.setattr(app, "MAX_PIXELS", 100 * 100)
+    message = refused_training(refusing_app, tabs, pair_zip(tmp_path / "pairs.zip"))
+    assert message.startswith(f"MRI/{EXAMPLES[MEDICAL].a.name} is 256 x 256 pixels; the app fuses at most 10,000")
+
+
+def test_the_train_tab_names_its_seed_and_limits(tmp_path):
+    demo = app.build_demo(app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work"))
+    texts = [block.value or "" for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
+    train = next(text for text in texts if text.startswith("Train or fine-tune"))
+    assert "training seed `train.seed` = 0" in train and "at most 500 pairs" in train and "10,000 steps" in train
+
+
+def test_an_out_of_range_seed_is_refused_before_fusion(refusing_app, tabs):
+    with pytest.raises(gr.Error, match=r"seed must be a whole number in 0\.\.4294967295, got -1"):
+        fuse(refusing_app, tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b, seed=-1)
+    assert refusing_app.models._cache == {}
+
+
+# ---------------------------------------------------------------------------------------------- a full queue
+
+
+class HeldApp(app.FusionApp):
+    """An app whose fusions wait until the test lets them go."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.started, self.go = threading.Event(), threading.Event()
+
+    def fuse(self, view, session, *args):
+        self.started.set()
+        assert self.go.wait(60)
+        yield {view.notes: "done"}
+
+
+@pytest.mark.slow
+def test_a_full_queue_refuses_a_request_saying_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "QUEUE_SIZE", 1)
+    held = HeldApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work")
+    demo = app.build_demo(held)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+                **app.LAUNCH_OPTIONS)
+    try:
+        client = Client(demo.local_url, verbose=False, analytics_enabled=False, download_files=False)
+        inputs = (None, None, MEDICAL, AUTO, app.DEFAULT_WINDOW, 0, app.DEFAULT_WINDOW, 0, "5, 50, 100", 0, False,
+                  False)
+        running = client.submit(*inputs, api_name="/fuse")
+        assert held.started.wait(30)
+        waiting = client.submit(*inputs, api_name="/fuse")
+        for _ in range(300):  # until it has joined the queue
+            if waiting.status().code == Status.IN_QUEUE:
+                break
+            time.sleep(0.05)
+        assert waiting.status().code == Status.IN_QUEUE
+        with pytest.raises(Exception, match="Queue is full"):
+            client.submit(*inputs, api_name="/fuse").result(timeout=30)
+        held.go.set()
+        assert running.result(timeout=30)[4] == waiting.result(timeout=30)[4] == "done"
+    finally:
+        held.go.set()
+        demo.close()

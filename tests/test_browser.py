@@ -40,7 +40,7 @@ def url(tmp_path_factory):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    demo = app.build_demo(app.FusionApp(work_dir=tmp_path_factory.mktemp("work"))).queue(max_size=16)
+    demo = app.build_demo(app.FusionApp(work_dir=tmp_path_factory.mktemp("work")))
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
                 **app.LAUNCH_OPTIONS)
     yield demo.local_url

@@ -76,6 +76,17 @@ def test_fuse_png_holds_the_pipeline_image(pairs, checkpoint, tmp_path, capsys):
     assert f"({SIZE}x{SIZE})" in capsys.readouterr().out
 
 
+def test_fuse_warns_which_frame_of_a_multi_page_tiff_it_read(pairs, checkpoint, tmp_path, capsys):
+    a = Image.open(pairs / "ir" / "001.png")
+    a.save(pairs / "ir" / "001.tif", save_all=True, append_images=[Image.new("L", a.size)])
+    code = main(["fuse", str(pairs / "ir" / "001.tif"), str(pairs / "vi" / "001.png"), "-o", str(tmp_path / "f.png"),
+                 "--checkpoint", str(checkpoint)])
+    assert code == 0
+    result, _ = _reference(pairs, checkpoint)  # frame 0 is the PNG's image
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "f.png")), result.fused)
+    assert "warning: A: the TIFF file holds 2 frames; frame 0 (counting from 0) was read" in capsys.readouterr().err
+
+
 def test_fuse_colour_tiff_is_16_bit_and_equals_the_shared_writer(pairs, checkpoint, tmp_path):
     assert _fuse(pairs, checkpoint, tmp_path / "fused.tif") == 0
     result, b = _reference(pairs, checkpoint)
@@ -236,6 +247,14 @@ def test_fuse_folder_fuses_the_good_pairs_and_lists_the_bad_one(folder_with_a_co
     assert rows[0]["error"].startswith("image B: not a recognised image")
     printed = capsys.readouterr()
     assert "fused 2 pairs, skipped 0 already fused, 1 failed" in printed.out and "failed: 002: image B" in printed.err
+
+
+def test_fuse_folder_warns_which_frame_of_a_multi_page_tiff_it_read(pairs, checkpoint, tmp_path, capsys):
+    a = Image.open(pairs / "ir" / "001.png")
+    a.save(pairs / "ir" / "001.tif", save_all=True, append_images=[Image.new("L", a.size)])
+    (pairs / "ir" / "001.png").unlink()
+    assert _fuse_folder(pairs, checkpoint, tmp_path / "fused") == 0
+    assert "warning: 001: A: the TIFF file holds 2 frames; frame 0" in capsys.readouterr().err
 
 
 def test_fuse_folder_resumes_with_the_missing_pairs_only(folder_with_a_corrupt_pair, checkpoint, tmp_path,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import make_pair
-from fusion_app.training import Trainer, TrainingJob
+from fusion_app.training import Trainer, TrainingJob, training_card
 from fusion_core import FusionPipeline, PairDataset, TrainConfig, find_pairs, load_pipeline, write_png
 
 
@@ -50,3 +50,9 @@ def test_chunked_run_equals_one_run(tiny_config, rng, tmp_path):
     expected = load_pipeline(whole.out_dir).state_dict()
     for name, value in load_pipeline(chunked.out_dir).state_dict().items():
         np.testing.assert_array_equal(value.numpy(), expected[name].numpy(), err_msg=name)
+
+
+def test_the_card_of_a_run_names_its_seed():
+    configs = [TrainConfig(stage=stage, steps=3) for stage in (1, 2)]
+    card = training_card("run", "random weights", "the bundled examples", 2, configs)
+    assert "- seed: `train.seed` = 0 (the random initial weights, the crops, flips and noise)" in card

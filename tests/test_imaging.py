@@ -202,6 +202,27 @@ def test_multi_frame_tiff_frame_index():
     assert np.all(to_uint8(read_image(data, frame=2).pixels) == 30)
 
 
+@pytest.mark.parametrize("fmt", ["TIFF", "GIF"])
+def test_a_multi_frame_file_says_which_frame_was_read(fmt):
+    frames = [Image.fromarray(np.full((4, 4), v, np.uint8)) for v in (10, 20, 30)]
+    data = _encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+    first, last = read_image(data), read_image(data, frame=2)
+    assert np.all(to_uint8(first.pixels) == 10) and np.all(to_uint8(last.pixels) == 30)
+    assert first.frames == last.frames == 3
+    assert first.warnings == (f"the {fmt} file holds 3 frames; frame 0 (counting from 0) was read",)
+    assert last.warnings == (f"the {fmt} file holds 3 frames; frame 2 (counting from 0) was read",)
+    single = read_image(_encode(frames[0], fmt))
+    assert single.frames == 1 and single.warnings == ()
+
+
+def test_a_pair_names_the_source_of_each_reading_warning():
+    frames = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (10, 20)]
+    pair = read_pair(_encode(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+                     _encode(Image.fromarray(np.zeros((4, 4), np.uint8)), "PNG"), on_size_mismatch="resample")
+    assert pair.every_warning == ("A: the GIF file holds 2 frames; frame 0 (counting from 0) was read",
+                                  "B resized from 4 x 4 to 8 x 8 (height x width, bicubic) to match A")
+
+
 def test_path_and_bytes_give_the_same_pixels(tmp_path):
     data = _encode(Image.fromarray(_texture((8, 9)).round().astype(np.uint8) * 255), "PNG")
     path = tmp_path / "a.png"
@@ -297,6 +318,7 @@ def test_multi_frame_index_and_range(tmp_path):
     path.write_bytes(_dicom(stored, WindowCenter=100, WindowWidth=201))  # (x - 99.5) / 200 + 0.5
     np.testing.assert_allclose(read_image(path, frame=1).pixels, 0.5 / 200 + 0.5, atol=1e-6)
     assert np.all(read_image(path, frame=2).pixels == 1.0) and read_image(path).dicom.frames == 3
+    assert "the DICOM file holds 3 frames; frame 1 (counting from 0) was read" in read_image(path, frame=1).warnings
     with pytest.raises(ImageLoadError, match=r"0\.\.2"):
         read_image(path, frame=3)
 

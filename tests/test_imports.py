@@ -47,8 +47,8 @@ TIERS: list[tuple[str, tuple[str, ...]]] = [
                                  "fusion_core.train", "fusion_core.experiments", "fusion_core.bench",
                                  "fusion_core")),
     ("command line", ("fusion_core.cli", "fusion_core.__main__")),
-    ("app", ("fusion_app", "fusion_app.archive", "fusion_app.figures", "fusion_app.models", "fusion_app.training",
-             "app")),
+    ("app", ("fusion_app", "fusion_app.archive", "fusion_app.deadline", "fusion_app.figures", "fusion_app.models",
+             "fusion_app.training", "app")),
 ]
 TIER_OF = {module: index for index, (_, modules) in enumerate(TIERS) for module in modules}
 NUMPY_SIDE = TIERS[1][1]
