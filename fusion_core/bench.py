@@ -4,11 +4,12 @@ For a pair of the given size: the median latency of ``FusionPipeline.fuse`` over
 warm-up (the mean beside it), and the peak memory, for each preset and device; the same figures for the
 plain average of the two images as a reference; the time of all metrics for one pair; optionally a large
 pair fused through tiles; and the throughput of ``FusionPipeline.fuse_batch`` in pairs per second at each
-batch size (1, 4 and 8 by default: ``max(batches)`` different pairs of that size per run). Each measurement
-runs in a fresh process, so its peak resident memory (CPU) or
-peak allocated memory (CUDA) is its own; ``isolate=False`` measures in the calling process instead, which
-saves a process start (seconds: each imports torch) per measurement for a quick check, but then the CPU peak
-is the whole process's so far. Weights are random: latency does not depend on their values.
+batch size (1, 4 and 8 by default: ``max(batches)`` different pairs of that size per run; on the CPU, where
+``fuse_batch`` gives each pair its own pass, the batch sizes differ only by noise). Each measurement runs in
+a fresh process, so its peak resident memory (CPU) or peak allocated memory (CUDA) is its own;
+``isolate=False`` measures in the calling process instead, which saves a process start (seconds: each imports
+torch) per measurement for a quick check, but then the CPU peak is the whole process's so far. Weights are
+random: latency does not depend on their values.
 """
 
 from __future__ import annotations

@@ -115,8 +115,8 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
     folder = p.add_argument_group("folder of pairs")
     folder.add_argument("--format", choices=sorted(FOLDER_FORMATS),
                         help="file type of OUT_DIR/NAME.EXT (default png; tif is 16-bit)")
-    folder.add_argument("--batch", type=int, help="same-size pairs per pass of the network (default 1); for GPUs: "
-                        "on a CPU, batches measured slower (bench)")
+    folder.add_argument("--batch", type=int, help="pairs per chunk (default 1); on CUDA, same-size pairs per pass "
+                        "of the network; on a CPU each pair has its own pass, so the files are those of --batch 1")
     folder.add_argument("--overwrite", action="store_true", help="fuse again the pairs whose output exists")
     p.set_defaults(run=_run_fuse)
 

@@ -2,9 +2,10 @@
 
 ``python -m fusion_core fuse PAIRS -o OUT_DIR`` calls `fuse_folder`. A run is
 
-- batched: the pairs are taken in chunks of ``batch_size`` (sorted by name), and the same-size pairs of a
-  chunk go through the network together (`FusionPipeline.fuse_batch`), each with its own generator seeded
-  with ``seed``, so each pair gets the noise that a one-pair ``fuse`` with that seed gives it;
+- batched: the pairs are taken in chunks of ``batch_size`` (sorted by name) for `FusionPipeline.fuse_batch`,
+  each with its own generator seeded with ``seed``, so each pair gets the noise that a one-pair ``fuse``
+  with that seed gives it; on CUDA the same-size pairs of a chunk go through the network together, on the
+  CPU one by one, so there the files are those of ``batch_size`` 1, bit for bit;
 - data-parallel: under torchrun the chunks are dealt to the ranks in turn (`distributed.share`), so no pair
   is fused twice or missed, and a chunk is the same batch whatever the number of processes: the files are
   the same, bit for bit, as those of one process with the same batch size;
@@ -181,7 +182,7 @@ def fuse_folder(
         out_dir: output folder (created if missing).
         suffix: ".png" or ".dcm" (8-bit), ".tif" (16-bit): what `imaging.write_fused` writes.
         seed: seed of every pair's diffusion noise.
-        batch_size: pairs per chunk, and at most that many same-size pairs per pass of the network.
+        batch_size: pairs per chunk, and at most that many same-size pairs per pass of the network on CUDA.
         overwrite: fuse again the pairs whose output exists.
         feature_timesteps: as in `FusionPipeline.fuse`.
         read_options: keyword arguments of `imaging.read_pair` (on_size_mismatch, align, window, ...).

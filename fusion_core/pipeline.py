@@ -30,6 +30,9 @@ from .models.fusion_head import CrossLayerFusionHead, FusionHeadOutput
 from .models.unet import DenoisingUNet, UNetIntermediates
 
 DEFAULT_SEED = 0
+# Device types on which ``fuse_batch`` runs same-size pairs through the network together. Anywhere else (the
+# CPU) each pair has its own pass, which makes a batch's results ``fuse``'s bit for bit (see ``fuse_batch``).
+SHARED_PASS_DEVICES = ("cuda",)
 
 
 @dataclass(frozen=True)
@@ -235,27 +238,31 @@ class FusionPipeline(nn.Module):
     def fuse_batch(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], *,
                    feature_timesteps: tuple[int, ...] | None = None,
                    generators: Sequence[torch.Generator] | None = None, batch_size: int = 8) -> list[FusionResult]:
-        """Fuse many registered pairs, same-size pairs through the network ``batch_size`` at a time.
+        """Fuse many registered pairs; on CUDA, same-size pairs go through the network ``batch_size`` at a time.
 
         Each pair gets exactly the noise ``fuse`` gives it: pair i draws its (T, 4, H, W) noise from
-        ``generators[i]`` alone, and the draws are interleaved into the UNet's timestep-major batch
-        (``_pair_noise``). The arithmetic is float32 on stock PyTorch kernels, which are not batch-invariant:
-        for the same sample PyTorch picks the CPU convolution backend by batch size (its own kernel for a
-        batch of one, or for a 1x1 convolution of fewer than 16 samples on one thread; oneDNN otherwise, see
-        ``torch._C._select_conv_backend``), and MKL's matrix products and the vectorised activations round the
-        last bit differently for another number of rows. So with ``batch_size`` > 1 a result equals ``fuse``'s
-        to float32 rounding, not bit for bit: measured on a 2-core AVX-512 CPU with the ``cpu`` preset at
-        640x480, batch 4: |delta Y_F| <= 1.8e-7, and 0-3 of the 307,200 pixels of the 8-bit image one level
-        apart. Bit-exact batches would need oneDNN switched off (twice as slow, measured) and sample-by-sample
-        small layers (time embedding, gates): not worth it. With ``batch_size=1`` every result is ``fuse``'s,
-        bit for bit; the same batches give the same bits on every run (tests/test_pipeline.py).
+        ``generators[i]`` alone, and in a shared pass the draws are interleaved into the UNet's timestep-major
+        batch (``_pair_noise``).
+
+        On the CPU every result is ``fuse``'s, bit for bit, whatever ``batch_size`` (tests/test_pipeline.py):
+        each pair has its own pass of the network (``SHARED_PASS_DEVICES``). PyTorch's CPU kernels are not
+        batch-invariant: compared layer by layer, four pairs in one pass round differently from four lone
+        passes in the Linear layers of the time embeddings and FiLM projections (MKL), in SiLU and sigmoid (a
+        vectorised loop against its scalar tail), in GELU (on a strided input) and, by batch size and thread
+        count, in 1x1 convolutions (PyTorch's own kernel or oneDNN, see ``torch._C._select_conv_backend``;
+        with oneDNN off, NNPACK from 16 samples). Which elements a vectorised tail takes depends on the image
+        size, so no fixed set of per-sample layers makes a shared CPU pass exact; and a shared pass buys a
+        CPU little (docs/design.md §5 has the measurements). On CUDA same-size pairs share a pass, for
+        throughput, and a result equals ``fuse``'s to float32 rounding (cuDNN, too, may pick its algorithms
+        by batch size); that has not been checked bit for bit.
         Pairs larger than ``tile_size`` are fused one at a time, in tiles, as ``fuse`` does.
 
         Args:
             pairs: (a, b) sources as ``fuse`` takes them; any mix of sizes (grouped by size, order kept).
             feature_timesteps: as in ``fuse``, the same for every pair.
             generators: one per pair; default a CPU generator seeded with 0 for each, as ``fuse`` uses.
-            batch_size: how many same-size pairs share one pass of the network (memory grows with it).
+            batch_size: how many same-size pairs share one pass of the network on CUDA (memory grows with
+                it); on the CPU it is only checked.
         Returns:
             One FusionResult per pair, in the order of ``pairs``; no intermediates.
         """
@@ -283,13 +290,14 @@ class FusionPipeline(nn.Module):
 
     def _batches(self, sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
         """Indices grouped by image size (first-seen order), cut into chunks of at most ``batch_size``;
-        sizes fused in tiles get chunks of one."""
+        sizes fused in tiles, and every pair outside ``SHARED_PASS_DEVICES``, get chunks of one."""
         groups: dict[tuple[int, int], list[int]] = {}
         for index, size in enumerate(sizes):
             groups.setdefault(size, []).append(index)
+        shared = self.device.type in SHARED_PASS_DEVICES
         chunks = []
         for (height, width), indices in groups.items():
-            step = 1 if max(height, width) > self.tile_size else batch_size
+            step = batch_size if shared and max(height, width) <= self.tile_size else 1
             chunks += [indices[i:i + step] for i in range(0, len(indices), step)]
         return chunks
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import ALL_PRESETS, make_pair, tiny
+from fusion_core.checkpoint import DEFAULT_CHECKPOINT, load_pipeline
 from fusion_core.color import luma, rgb_to_ycbcr
 from fusion_core.config import PRESETS
 from fusion_core.pipeline import DEFAULT_SEED, FusionPipeline, build_pipeline
@@ -266,7 +267,14 @@ def test_fuse_batch_of_one_is_fuse_bit_for_bit(tiny_pipeline, rng):
         assert result.fused.shape == alone.fused.shape and result.warnings == alone.warnings
 
 
-def test_fuse_batch_gives_each_pair_the_noise_fuse_gives_it(tiny_pipeline, rng, monkeypatch):
+@pytest.fixture
+def shared_pass(monkeypatch):
+    """fuse_batch as on CUDA, here on the CPU: same-size pairs share a pass of the network."""
+    monkeypatch.setattr("fusion_core.pipeline.SHARED_PASS_DEVICES", ("cuda", "cpu"))
+
+
+@pytest.mark.usefixtures("shared_pass")
+def test_a_shared_pass_gives_each_pair_the_noise_fuse_gives_it(tiny_pipeline, rng, monkeypatch):
     """The noise that reaches q_sample for pair i of a batch is, bit for bit, what a lone fuse draws for it."""
     drawn = []
     q_sample = tiny_pipeline.diffusion.q_sample
@@ -280,9 +288,38 @@ def test_fuse_batch_gives_each_pair_the_noise_fuse_gives_it(tiny_pipeline, rng, 
         assert torch.equal(together[:, i], drawn.pop())
 
 
-def test_fuse_batch_matches_fuse_to_float_rounding(tiny_pipeline, rng):
-    """Batched, the network's float32 arithmetic may round differently (see fuse_batch): within 1e-6 of Y_F
-    (measured: 1.2e-7) and one 8-bit level; a pair given another pair's noise would be far off."""
+def _same_size_pairs(rng, height, width):
+    """Four pairs of one size, B in colour but for the second."""
+    return [make_pair(rng, height, width, colour=i != 1) for i in range(4)]
+
+
+def _assert_fuse_batch_is_fuse_bit_for_bit(pipeline, pairs, seeds, batch_size):
+    batch = pipeline.fuse_batch(pairs, generators=[seeded(s) for s in seeds], batch_size=batch_size)
+    for (a, b), seed, result in zip(pairs, seeds, batch, strict=True):
+        alone = pipeline.fuse(a, b, generator=seeded(seed))
+        assert np.array_equal(result.y_fused, alone.y_fused) and np.array_equal(result.fused, alone.fused)
+        assert np.abs(result.y_fused - pipeline.fuse(a, b, generator=seeded(seed + 10)).y_fused).max() > 1e-3
+
+
+@pytest.mark.parametrize("batch_size", [3, 4])
+def test_fuse_batch_is_fuse_bit_for_bit_on_the_cpu(tiny_pipeline, rng, batch_size):
+    """Same-size pairs, batch_size 3 (chunks of 3 and 1) and 4: each result is fuse's with its seed, bit for
+    bit, and differs from the result with other noise. 37 x 53 is padded to two strides, so every layer of
+    the UNet and the head runs on more than one pixel."""
+    _assert_fuse_batch_is_fuse_bit_for_bit(tiny_pipeline, _same_size_pairs(rng, 37, 53), (3, 4, 5, 6), batch_size)
+
+
+@pytest.mark.slow
+def test_fuse_batch_is_fuse_bit_for_bit_with_the_bundled_checkpoint(rng):
+    """The trained cpu-preset network at 160 x 192 (padded to 192 x 192, three of its strides)."""
+    pipeline = load_pipeline(DEFAULT_CHECKPOINT)
+    _assert_fuse_batch_is_fuse_bit_for_bit(pipeline, _same_size_pairs(rng, 160, 192), (3, 4, 5, 6), 4)
+
+
+@pytest.mark.usefixtures("shared_pass")
+def test_a_shared_pass_matches_fuse_to_float_rounding(tiny_pipeline, rng):
+    """In a shared pass the network's float32 arithmetic may round differently (see fuse_batch): within 1e-6
+    of Y_F (measured: 1.2e-7) and one 8-bit level; a pair given another pair's noise would be far off."""
     pairs = _mixed_pairs(rng)
     seeds = (3, 4, 5, 6)
     batch = tiny_pipeline.fuse_batch(pairs, generators=[seeded(s) for s in seeds], batch_size=4)
@@ -294,6 +331,7 @@ def test_fuse_batch_matches_fuse_to_float_rounding(tiny_pipeline, rng):
         assert np.abs(result.y_fused - other_noise.y_fused).max() > 1e-3
 
 
+@pytest.mark.usefixtures("shared_pass")
 def test_fuse_batch_fuses_a_large_pair_in_tiles_as_fuse_does(tiny_pipeline, rng):
     tiny_pipeline.tile_size, tiny_pipeline.tile_overlap = 32, 8
     pairs = [make_pair(rng, 40, 48), make_pair(rng, 40, 48)]
