@@ -21,7 +21,10 @@ unbounded channel attention 1 + MLP did the same, and tuning the gates with the 
 through a GroupNorm, so stage 1 cannot flatten the gate by shrinking that half of the 1x1 expansion. The
 gate is still sigmoid(s * c) of eq. 7. Measured: 0.180 at initialisation, 0.069 after 600 stage-1 steps
 (0.040 without) and 0.0613 on MSRS test after 6000; but the weight-map head trained on that UNet settled
-on a copy of the pixel maximum (validation rank 3.43-3.57 against 2.57), so the presets keep the plain mask.
+on a copy of the pixel maximum (validation rank 3.43-3.57 against 2.57), so the presets keep the plain mask;
+the shipped checkpoints use it with heads carried over from the plain-mask UNet. With either mask most of
+the spread lies in the outer two pixels of each map (zero padding) and the rest is nearly the same map for
+every input: the trained gates encode position more than content (docs/training.md).
 
 Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 """
