@@ -73,16 +73,17 @@ def _activity_bars(ax, activity: dict[str, np.ndarray], layers: list[str]) -> No
     if any(s is None for s in stats):
         ax.set_visible(False)
         return
-    spread, low, high = np.array([s.mean(axis=0) for s in stats]).T  # (T, 3) per layer -> three (L,) rows
+    spread, low, high, interior = np.array([s.mean(axis=0) for s in stats]).T  # (T, 4) per layer -> (L,) rows
     x = np.arange(len(layers))
     ax.bar(x - 0.2, spread, 0.4, label="mean per-channel spatial std of g", color="C0")
+    ax.bar(x - 0.2, interior, 0.2, label="... without the 2-pixel border", color="C9")
     ax.bar(x + 0.2, low, 0.4, label="share of g < 0.2", color="C1")
     ax.bar(x + 0.2, high, 0.4, bottom=low, label="share of g > 0.8", color="C3")
     ax.axhline(0.05, color="gray", linestyle=":", linewidth=1)
     ax.set_xticks(x, layers, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.set_title("gate activity per layer (a flat gate scores 0; dotted: 0.05)", fontsize=9)
-    ax.legend(fontsize=7, ncols=3, loc="upper left")
+    ax.legend(fontsize=7, ncols=4, loc="upper left")
 
 
 def attention_figure(intermediates: Intermediates) -> Figure | None:

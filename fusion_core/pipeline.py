@@ -46,8 +46,8 @@ class Intermediates:
     Attributes:
         experts: DFE layer -> expert weights alpha (T, M); each row sums to 1.
         gates: GFS layer -> gate map g, mean over channels (T, h, w), in (0, 1).
-        gate_activity: GFS layer -> (mean per-channel spatial std of g, share of g < 0.2, share of g > 0.8)
-            (T, 3), see ``layers.gated.gate_activity``.
+        gate_activity: GFS layer -> (mean per-channel spatial std of g, share of g < 0.2, share of g > 0.8,
+            the spread without the border) (T, 4), see ``layers.gated.gate_activity``.
         attention: GLSA stage -> its attention map M_c, mean over channels (h, w), in (0, 1).
         weight_map: the head's share of A, w_A (H, W) in [0, 1]; None for an intensity head.
     """
@@ -405,7 +405,7 @@ def _collect(unet: UNetIntermediates, head: FusionHeadOutput, size: tuple[int, i
     return Intermediates(
         experts={layer: _numpy(alpha[::batch]) for layer, alpha in unet.experts.items()},  # (T, M)
         gates={layer: _crop(g[::batch, 0], size, padded) for layer, g in unet.gates.items()},  # (T, h, w)
-        gate_activity={layer: _numpy(v[::batch]) for layer, v in unet.gate_activity.items()},  # (T, 3)
+        gate_activity={layer: _numpy(v[::batch]) for layer, v in unet.gate_activity.items()},  # (T, 4)
         attention={stage: _crop(m[0, 0], size, padded) for stage, m in head.attention.items()},  # (h, w)
         weight_map=None if weight is None else _crop(weight[0, 0], size, padded))  # (H, W)
 

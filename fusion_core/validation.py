@@ -87,18 +87,26 @@ class GateReport:
     """Gate activity of a pipeline over a set of pairs (see ``layers.gated.gate_activity``).
 
     Attributes:
-        layers: GFS layer -> (mean per-channel spatial std of g, share below 0.2, share above 0.8), each the
-            mean over pairs and feature timesteps.
+        layers: GFS layer -> (mean per-channel spatial std of g, share below 0.2, share above 0.8, the spread
+            without the border), each the mean over pairs and feature timesteps.
         pairs: how many pairs were fused.
     """
 
-    layers: dict[str, tuple[float, float, float]]
+    layers: dict[str, tuple[float, float, float, float]]
     pairs: int
 
     @property
     def mean_spread(self) -> float:
         """The mean over layers of the per-channel spatial standard deviation of g."""
-        return float(np.mean([spread for spread, _, _ in self.layers.values()])) if self.layers else 0.0
+        return self._mean(0)
+
+    @property
+    def mean_interior_spread(self) -> float:
+        """``mean_spread`` without the outer ``layers.gated.GATE_BORDER`` pixels of each map."""
+        return self._mean(3)
+
+    def _mean(self, column: int) -> float:
+        return float(np.mean([values[column] for values in self.layers.values()])) if self.layers else 0.0
 
 
 def measure_gates(pipeline: FusionPipeline, pairs: Sequence[tuple[np.ndarray, np.ndarray]], seed: int = 0,
@@ -113,7 +121,7 @@ def measure_gates(pipeline: FusionPipeline, pairs: Sequence[tuple[np.ndarray, np
         if result.intermediates is None:  # tiled fusion records no maps
             raise ValueError(f"pair {done} was fused in {result.tiles} tiles, which record no gates; measure on "
                              f"pairs of at most {pipeline.tile_size} pixels a side")
-        for layer, activity in result.intermediates.gate_activity.items():  # (T, 3)
+        for layer, activity in result.intermediates.gate_activity.items():  # (T, 4)
             sums[layer] = sums.get(layer, 0) + activity.mean(axis=0)  # (3,): mean over timesteps
         if progress is not None:
             progress(done, len(pairs))

@@ -108,8 +108,19 @@ def test_gate_activity_of_a_hand_made_gate():
     gate = torch.full((1, 2, 2, 2), 0.5)
     gate[0, 0] = torch.tensor([[0.1, 0.9], [0.1, 0.9]])  # channel 0: std 0.4, two values low, two high
     activity = gate_activity(gate)
-    torch.testing.assert_close(activity, torch.tensor([[0.2, 0.25, 0.25]]))  # std mean (0.4 + 0) / 2
+    # std mean (0.4 + 0) / 2; a 2x2 map has no interior, so the last column repeats the first
+    torch.testing.assert_close(activity, torch.tensor([[0.2, 0.25, 0.25, 0.2]]))
     assert gate_activity(torch.full((3, 4, 5, 5), 0.5)).abs().sum() == 0
+
+
+def test_gate_activity_leaves_the_border_out_of_the_interior_spread():
+    gate = torch.full((1, 1, 9, 9), 0.5)
+    gate[..., 0, :] = 0.9  # a bright top edge, as zero padding leaves on a trained gate
+    spread, _, high, interior = gate_activity(gate)[0].tolist()
+    assert spread == pytest.approx(0.4 * (8 ** 0.5) / 9) and high == pytest.approx(9 / 81)
+    assert interior == 0  # the 5x5 interior is flat
+    gate[..., 4, 4] = 0.1  # one dark pixel inside: the interior sees it
+    assert gate_activity(gate)[0, 3].item() == pytest.approx(0.4 * (24 ** 0.5) / 25)
 
 
 def test_gated_feature_selection_keeps_width_with_identity_residual():

@@ -11,8 +11,8 @@ from fusion_core import Intermediates
 def _maps(rng) -> Intermediates:
     return Intermediates(
         gates={"down1": rng.uniform(0.40, 0.60, (2, 8, 10)), "mid": rng.uniform(0.49, 0.51, (2, 4, 5))},
-        gate_activity={"down1": np.array([[0.12, 0.05, 0.07], [0.10, 0.04, 0.06]]),
-                       "mid": np.array([[0.01, 0.0, 0.0], [0.01, 0.0, 0.0]])},
+        gate_activity={"down1": np.array([[0.12, 0.05, 0.07, 0.02], [0.10, 0.04, 0.06, 0.01]]),
+                       "mid": np.array([[0.01, 0.0, 0.0, 0.01], [0.01, 0.0, 0.0, 0.01]])},
         attention={"glsa1": rng.uniform(0.3, 0.7, (8, 10))},
         weight_map=rng.uniform(0, 1, (16, 20)),
     )

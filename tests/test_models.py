@@ -107,7 +107,7 @@ def test_intermediates_follow_the_module_switches(name):
     gated = {*stages, "mid"} if unet.config.use_gfs else set()
     assert set(record.gates) == set(record.gate_activity) == gated
     for layer, activity in record.gate_activity.items():
-        assert activity.shape == (1, 3) and ((activity >= 0) & (activity <= 1)).all(), layer
+        assert activity.shape == (1, 4) and ((activity >= 0) & (activity <= 1)).all(), layer
 
 
 @pytest.mark.parametrize("name", ["ALL", "DFE_3", "DFE_5"])

@@ -109,7 +109,7 @@ def test_intermediates_when_asked(tiny_pipeline, rng):
     assert set(record.gates) == set(record.gate_activity) == {*STAGES, "mid"}
     assert set(record.attention) == {"glsa1", "glsa2"}
     assert record.weight_map.shape == (37, 53)  # the head's map is at full resolution
-    assert record.gate_activity["mid"].shape == (num_t, 3)
+    assert record.gate_activity["mid"].shape == (num_t, 4)
     for stage in STAGES:
         alpha = record.experts[stage]
         assert alpha.shape == (num_t, experts)

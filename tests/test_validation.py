@@ -97,6 +97,7 @@ def test_gate_report_averages_each_layers_activity_over_pairs_and_timesteps(tiny
     np.testing.assert_allclose(report.layers["up4"], expected, rtol=1e-6)
     assert report.mean_spread == pytest.approx(np.mean([v[0] for v in report.layers.values()]))
     assert report.mean_spread > 0.01  # gates start away from a flat 0.5
+    assert report.mean_interior_spread == pytest.approx(np.mean([v[3] for v in report.layers.values()]))
 
 
 def test_gates_of_a_tiled_pair_are_refused(tiny_pipeline, pairs):

@@ -39,18 +39,29 @@ from .embeddings import FeatureWiseAffine
 
 CHANNEL_BIAS = 3.0  # sigmoid(3) = 0.95: the channel attention starts almost open
 GATE_LOW, GATE_HIGH = 0.2, 0.8  # a gate value outside (0.2, 0.8) is counted as a decision
+# The interior spread leaves out this many pixels at each edge: there the convolutions' zero padding, not the
+# image, shapes a trained gate (docs/training.md measures it).
+GATE_BORDER = 2
 
 
 def gate_activity(gate: torch.Tensor) -> torch.Tensor:
-    """How much a gate selects: (B, C, H, W) in (0, 1) -> (B, 3).
+    """How much a gate selects: (B, C, H, W) in (0, 1) -> (B, 4).
 
     Columns: the mean over channels of each channel's spatial standard deviation; the fraction of values
-    below ``GATE_LOW``; the fraction above ``GATE_HIGH``. A flat gate scores (0, 0, 0).
+    below ``GATE_LOW``; the fraction above ``GATE_HIGH``; the first column again without the outer
+    ``GATE_BORDER`` pixels (the whole map when it is too small to have an interior). A flat gate scores 0s.
     """
-    spread = gate.float().flatten(2).std(dim=2, unbiased=False).mean(dim=1)  # (B,)
+    spread = _spread(gate)  # (B,)
     low = (gate < GATE_LOW).float().flatten(1).mean(dim=1)  # (B,)
     high = (gate > GATE_HIGH).float().flatten(1).mean(dim=1)  # (B,)
-    return torch.stack([spread, low, high], dim=1)
+    b = GATE_BORDER
+    interior = gate[..., b:-b, b:-b] if min(gate.shape[-2:]) > 2 * b else gate
+    return torch.stack([spread, low, high, _spread(interior)], dim=1)
+
+
+def _spread(gate: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B,): the mean over channels of each channel's spatial standard deviation."""
+    return gate.float().flatten(2).std(dim=2, unbiased=False).mean(dim=1)
 
 
 class GatedFeatureSelection(nn.Module):

@@ -41,7 +41,7 @@ class UNetIntermediates:
         experts: DFE layer -> expert weights alpha (B, M), softmax over the experts.
         gates: GFS layer -> gate g, mean over channels (B, 1, H_i, W_i), in (0, 1); the full (B, C, H_i, W_i)
             gate is not kept.
-        gate_activity: GFS layer -> the gate's activity statistics (B, 3), see ``gate_activity``.
+        gate_activity: GFS layer -> the gate's activity statistics (B, 4), see ``gate_activity``.
     """
 
     experts: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -51,7 +51,7 @@ class UNetIntermediates:
     def record_gate(self, layer: str, gate: torch.Tensor) -> None:
         """Keep the channel mean and the activity of a gate (B, C, H, W)."""
         self.gates[layer] = gate.mean(dim=1, keepdim=True)  # (B, 1, H, W)
-        self.gate_activity[layer] = gate_activity(gate)  # (B, 3)
+        self.gate_activity[layer] = gate_activity(gate)  # (B, 4)
 
 
 @dataclass
