@@ -25,6 +25,7 @@ import html
 import math
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
+from gradio.utils import get_upload_folder
 
 from fusion_app.archive import MAX_ZIP_BYTES, external_methods, unpack_zip, zip_checkpoint
 from fusion_app.deadline import Deadline, TimeLimitExceeded
@@ -107,6 +109,7 @@ EVALUATE_SECONDS = 300
 # at once that the app is busy (Gradio says so) than left waiting. Gradio shows each waiting request its place in
 # the queue and the expected wait. 24 also takes a burst of 20 requests at once (tools/measure_app.py) whole.
 QUEUE_SIZE = 24
+EMPTY_UPLOAD_SECONDS = 60  # an empty file Gradio left in its cache this long is a leftover, not a write
 KEEP_OUTPUTS_SECONDS = 3600  # a session that ended without an unload (a closed laptop) leaves outputs this long
 ZERO_GPU_CHUNK_STEPS = 200  # steps per lent GPU call on ZeroGPU: well inside its default 60 s per call
 # Fusing, evaluating and starting a run share one queue slot, so two of them never fight over a small machine's
@@ -337,6 +340,22 @@ def _prune(folder: Path, max_age: float = KEEP_OUTPUTS_SECONDS) -> None:
         for old in folder.iterdir():
             if old.is_dir() and time.time() - old.stat().st_mtime > max_age:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_empty_uploads(folder: Path, min_age: float = EMPTY_UPLOAD_SECONDS) -> None:
+    """Delete the empty ``tmp*`` files older than ``min_age`` s at the top of Gradio's cache: ``gr.File``
+    (gradio 6.31) opens a ``NamedTemporaryFile(delete=False)`` there for every uploaded file and never removes
+    it, and ``delete_cache`` only sweeps the cache's sub-folders, so they would pile up, two per request."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        try:
+            info = entry.lstat()
+        except OSError:  # removed meanwhile
+            continue
+        if (entry.name.startswith("tmp") and stat.S_ISREG(info.st_mode) and info.st_size == 0
+                and time.time() - info.st_mtime > min_age):
+            entry.unlink(missing_ok=True)
 
 
 def _session_folder(session: str) -> str:
@@ -577,11 +596,13 @@ class FusionApp:
         self._ensure(folder / kind)
         os.utime(folder)  # the session's last activity, which _prune reads
         _prune(self.work_dir / "sessions")
+        _remove_empty_uploads(Path(get_upload_folder()))
         return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=folder / kind))
 
     def end_session(self, session: str) -> None:
-        """A session ended (its tab closed): its outputs go."""
+        """A session ended (its tab closed): its outputs go, and the empty files its uploads left in Gradio's cache."""
         shutil.rmtree(self.work_dir / "sessions" / _session_folder(session), ignore_errors=True)
+        _remove_empty_uploads(Path(get_upload_folder()))
 
     def _resolve(self, task: str, choice: str) -> str:
         try:

@@ -179,6 +179,25 @@ def test_the_outputs_of_a_session_idle_for_an_hour_are_pruned(tmp_path):
     assert not idle.exists() and back.is_dir() and newest.is_dir()
 
 
+
+def test_a_session_end_removes_the_empty_files_uploads_left_in_gradios_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "gradio"
+    (cache / "a1b2").mkdir(parents=True)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    long_ago = time.time() - app.EMPTY_UPLOAD_SECONDS - 10
+    left, fresh, kept = cache / "tmpleft", cache / "tmpfresh", cache / "tmpkept"
+    for path in (left, fresh):
+        path.touch()
+    kept.write_bytes(b"data")
+    other, inner = cache / "notes", cache / "a1b2" / "tmpinner"  # not Gradio's leftovers: not touched
+    for path in (other, inner):
+        path.touch()
+    for path in (left, kept, other, inner):
+        os.utime(path, (long_ago, long_ago))
+    app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work").end_session("mine")
+    assert not left.exists()
+    assert fresh.exists() and kept.exists() and other.exists() and inner.exists()
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
 def test_fuses_an_example_of_each_task(fusion_app, tabs, task):
