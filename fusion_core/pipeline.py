@@ -195,7 +195,7 @@ class FusionPipeline(nn.Module):
         if donor.config.unet.channels != self.config.unet.channels:
             raise ValueError(f"the head was trained on a UNet of widths {donor.config.unet.channels}; this "
                              f"UNet has {self.config.unet.channels}")
-        pipeline = self.with_head(donor.config.head)
+        pipeline = self.with_head(donor.config.head, torch.Generator())  # its draws are overwritten at once
         pipeline.head.load_state_dict(donor.head.state_dict())
         return pipeline
 

@@ -239,7 +239,9 @@ def test_build_pipeline_draws_every_initial_weight_from_its_generator(tiny_confi
 def test_with_head_of_keeps_its_unet_and_copies_the_donor_head(tiny_config):
     own, donor = build_pipeline(tiny_config, seeded(1)), build_pipeline(tiny_config, seeded(2))
     donor.config = replace(donor.config, head=replace(donor.config.head, residual_scale=0.5))
+    state = torch.get_rng_state()
     joined = own.with_head_of(donor)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's global generator is left as it was
     assert joined.config.head == donor.config.head and joined.config.unet == own.config.unet
     for module, source in ((joined.unet, own.unet), (joined.head, donor.head)):
         expected = source.state_dict()
