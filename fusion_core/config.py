@@ -49,7 +49,8 @@ class UNetConfig:
     ``space_to_depth`` folds each s x s block of pixels into channels before the first stage and unfolds the
     output after the last (pixel unshuffle / shuffle), so the UNet works at 1/s resolution; full-resolution
     detail reaches the fused image through the fusion head's own source branches. ``gfs_mask_norm`` puts a
-    GroupNorm before each GFS spatial mask (layers/gated.py; off in the presets, docs/training.md "The gates").
+    GroupNorm before each GFS spatial mask and ``gfs_standardise_mask`` gives each channel's mask zero spatial
+    mean and unit spatial spread (layers/gated.py; both off in the presets, docs/training.md "The gates").
     """
 
     in_channels: int = 4
@@ -63,6 +64,7 @@ class UNetConfig:
     use_dfe: bool = True
     use_gfs: bool = True
     gfs_mask_norm: bool = False
+    gfs_standardise_mask: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -80,7 +82,7 @@ class UNetConfig:
         _whole(owner, "time_embed_dim", self.time_embed_dim, 1, MAX_WIDTH)
         _whole(owner, "norm_groups", self.norm_groups, 1, MAX_WIDTH)
         _real(owner, "dropout", self.dropout, 0.0, 1.0)
-        for name in ("use_dfe", "use_gfs", "gfs_mask_norm"):
+        for name in ("use_dfe", "use_gfs", "gfs_mask_norm", "gfs_standardise_mask"):
             _flag(owner, name, getattr(self, name))
 
     @property

@@ -98,6 +98,46 @@ def test_mask_norm_keeps_the_spatial_mask_independent_of_the_expansion_scale():
             assert spreads[1] == pytest.approx(0.1 * spreads[0], rel=1e-2)
 
 
+def test_standardised_mask_keeps_the_gate_independent_of_the_mask_weights_scale():
+    """With ``standardise_mask`` each channel's mask logit has spatial spread c (its channel attention) whatever
+    the scale of the spatial weights, so stage 1 cannot flatten the gate by shrinking them; without it, it can."""
+    x, t_emb = torch.randn(2, 16, 24, 24), torch.randn(2, 16)
+    for standardise in (True, False):
+        torch.manual_seed(0)
+        gfs = GatedFeatureSelection(16, 16, time_embed_dim=16, norm_groups=4, dropout=0.0,
+                                    standardise_mask=standardise)
+        spreads = []
+        for scale in (1.0, 0.1):
+            with torch.no_grad():
+                gfs.spatial.weight *= scale
+                gfs.spatial.bias.fill_(0.3)
+                spreads.append(gate_activity(gfs(x, t_emb)[1])[:, 0].mean().item())
+        if standardise:
+            assert spreads[1] == pytest.approx(spreads[0], rel=1e-3) and spreads[0] > 0.15
+        else:
+            assert spreads[1] < 0.2 * spreads[0]
+
+
+def test_standardised_mask_logit_spread_is_the_channel_attention():
+    torch.manual_seed(0)
+    gfs = GatedFeatureSelection(8, 8, time_embed_dim=16, norm_groups=4, dropout=0.0, standardise_mask=True)
+    x = torch.randn(1, 8, 16, 16)
+    with torch.no_grad():
+        _, gate = gfs(x, torch.randn(1, 16))
+        h2 = gfs.expand(gfs.norm_in(x)).chunk(2, dim=1)[1]
+        c = gfs.channel(h2.mean(dim=(2, 3)))[0]  # (C,)
+    logit = torch.logit(gate.double())  # s * c
+    assert logit.mean(dim=(2, 3))[0] == pytest.approx(torch.zeros(8, dtype=torch.float64), abs=1e-4)
+    spread = logit.flatten(2).std(dim=2, unbiased=False)[0]
+    assert spread.float() == pytest.approx(c, rel=1e-3)
+
+
+def test_standardised_mask_of_a_single_pixel_map_is_a_half_open_gate():
+    gfs = GatedFeatureSelection(8, 8, time_embed_dim=16, norm_groups=4, dropout=0.0, standardise_mask=True)
+    _, gate = gfs(torch.randn(2, 8, 1, 1), torch.randn(2, 16))
+    assert torch.equal(gate, torch.full_like(gate, 0.5))
+
+
 def test_mask_norm_adds_its_parameters_to_the_gate_parameters():
     plain = GatedFeatureSelection(16, 16, time_embed_dim=16, norm_groups=4, dropout=0.0)
     normed = GatedFeatureSelection(16, 16, time_embed_dim=16, norm_groups=4, dropout=0.0, mask_norm=True)

@@ -66,3 +66,9 @@ def test_parse_timesteps_range_follows_the_schedule():
     assert parse_timesteps("0, 49", num_timesteps=50) == (0, 49)
     with pytest.raises(ValueError, match=r"0\.\.49"):
         parse_timesteps("50", num_timesteps=50)
+
+
+@pytest.mark.parametrize("name", ["gfs_mask_norm", "gfs_standardise_mask"])
+def test_gate_flags_must_be_booleans(name):
+    with pytest.raises(ValueError, match=f"unet.{name} must be true or false"):
+        UNetConfig(**{name: 1})

@@ -38,6 +38,7 @@ from .common import group_norm
 from .embeddings import FeatureWiseAffine
 
 CHANNEL_BIAS = 3.0  # sigmoid(3) = 0.95: the channel attention starts almost open
+MASK_EPS = 1e-5  # keeps the standardised mask finite where a channel's mask is flat (a 1x1 map)
 GATE_LOW, GATE_HIGH = 0.2, 0.8  # a gate value outside (0.2, 0.8) is counted as a decision
 # The interior spread leaves out this many pixels at each edge: there the convolutions' zero padding, not the
 # image, shapes a trained gate (docs/training.md measures it).
@@ -64,18 +65,26 @@ def _spread(gate: torch.Tensor) -> torch.Tensor:
     return gate.float().flatten(2).std(dim=2, unbiased=False).mean(dim=1)
 
 
+def _standardise(s: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> the same with each map at zero spatial mean and unit spatial standard deviation."""
+    mean = s.mean(dim=(2, 3), keepdim=True)
+    var = s.var(dim=(2, 3), keepdim=True, unbiased=False)
+    return (s - mean) * torch.rsqrt(var + MASK_EPS)
+
+
 class GatedFeatureSelection(nn.Module):
     """GFS (paper §1.2.2, eqs. 7-8).
 
     x -> GroupNorm -> 1x1 conv to 2C -> split; h1 = conv3x3(first half); s = depthwise conv(second half,
-    through a GroupNorm when ``mask_norm``),
+    through a GroupNorm when ``mask_norm``), standardised over space when ``standardise_mask``,
     c = sigmoid(MLP(GAP(second half))); g = sigmoid(s * c); h = FiLM_t(h1 * g) (eq. 7);
     out = conv(Dropout(SiLU(GroupNorm(h)))) + W_res(x) (eq. 8).
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, time_embed_dim: int, norm_groups: int,
-                 dropout: float, mask_norm: bool = False):
+                 dropout: float, mask_norm: bool = False, standardise_mask: bool = False):
         super().__init__()
+        self.standardise_mask = standardise_mask
         c, hidden = out_channels, max(out_channels // 4, 4)
         self.norm_in = group_norm(in_channels, norm_groups)
         self.expand = nn.Conv2d(in_channels, 2 * c, 1)
@@ -102,6 +111,8 @@ class GatedFeatureSelection(nn.Module):
         h1 = self.main(h1)
         # 2. gate = sigmoid(spatial mask * channel attention)
         s = self.spatial(self.norm_mask(h2))  # (B, C, H, W)
+        if self.standardise_mask:
+            s = _standardise(s)  # zero spatial mean, unit spatial std per sample and channel
         c = self.channel(h2.mean(dim=(2, 3)))[:, :, None, None]  # (B, C, 1, 1) in (0, 1)
         gate = torch.sigmoid(s * c)
         # 3. select, condition on the noise level (eq. 7), project and add the residual (eq. 8)

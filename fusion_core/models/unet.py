@@ -68,7 +68,8 @@ def _selection_block(in_channels: int, out_channels: int, config: UNetConfig) ->
     common = {"time_embed_dim": config.time_embed_dim, "norm_groups": config.norm_groups, "dropout": config.dropout}
     if not config.use_gfs:
         return PlainResidualBlock(in_channels, out_channels, **common)
-    return GatedFeatureSelection(in_channels, out_channels, mask_norm=config.gfs_mask_norm, **common)
+    return GatedFeatureSelection(in_channels, out_channels, mask_norm=config.gfs_mask_norm,
+                                 standardise_mask=config.gfs_standardise_mask, **common)
 
 
 class DynamicGatedStage(nn.Module):
