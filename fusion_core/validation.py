@@ -5,14 +5,15 @@ current weights; the seven paper metrics (EN, MI, SSIM, PSNR, SF, Q^AB/F, CC) of
 four classical baselines are averaged over the pairs, and each method gets its mean rank over the seven
 (1 = best, as in the evaluation tables). The baselines do not change, so their metrics are computed once.
 The curve of the network's rank against training time is the convergence measurement of docs/training.md.
-``measure_gates`` says how much the GFS gates of a trained pipeline select on a set of pairs.
+``measure_gates`` says how much the GFS gates of a trained pipeline select on a set of pairs, and whether what
+they select is the image or only the position (their maps on white noise).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,8 +21,9 @@ import torch
 from .baselines import BASELINES
 from .data import PairDataset, find_pairs
 from .evaluate import fused_uint8, mean_ranks
+from .layers.gated import GATE_BORDER
 from .metrics import PAPER_METRICS, compute_metrics
-from .pipeline import FusionPipeline
+from .pipeline import FusionPipeline, Intermediates
 
 NETWORK = "dgd"
 
@@ -90,10 +92,15 @@ class GateReport:
         layers: GFS layer -> (mean per-channel spatial std of g, share below 0.2, share above 0.8, the spread
             without the border), each the mean over pairs and feature timesteps.
         pairs: how many pairs were fused.
+        noise_correlation: GFS layer -> the mean over pairs of the correlation between the pair's gate map
+            (channel and timestep mean, without the border; what the app draws) and the same layer's map on
+            white noise of the pair's size. Near 1 the gate draws the same map whatever the input: it marks
+            position, not content.
     """
 
     layers: dict[str, tuple[float, float, float, float]]
     pairs: int
+    noise_correlation: dict[str, float] = field(default_factory=dict)
 
     @property
     def mean_spread(self) -> float:
@@ -109,21 +116,59 @@ class GateReport:
         return float(np.mean([values[column] for values in self.layers.values()])) if self.layers else 0.0
 
 
+def white_noise_like(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform noise in [0, 1) of the shapes of ``a`` and ``b`` (float32), the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    return rng.random(a.shape, dtype=np.float32), rng.random(b.shape, dtype=np.float32)
+
+
+def map_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two maps of one shape; 0 when either is flat (it draws no pattern)."""
+    x, y = x.astype(np.float64).ravel(), y.astype(np.float64).ravel()
+    x, y = x - x.mean(), y - y.mean()
+    norm = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / norm) if norm > 0 else 0.0
+
+
 def measure_gates(pipeline: FusionPipeline, pairs: Sequence[tuple[np.ndarray, np.ndarray]], seed: int = 0,
                   progress: Callable[[int, int], None] | None = None) -> GateReport:
-    """Fuse each pair with its intermediates and average every GFS layer's gate activity.
+    """Fuse each pair with its intermediates; average every GFS layer's gate activity and its correlation with
+    the layer's map on white noise (one noise pair per size, drawn from ``seed``).
 
     Raises ValueError for a pair too large to fuse whole (tiles record no intermediates).
     """
     sums: dict[str, np.ndarray] = {}
+    correlations: dict[str, float] = {}
+    noise_maps: dict[tuple, dict[str, np.ndarray]] = {}
     for done, (a, b) in enumerate(pairs, start=1):
-        result = pipeline.fuse(a, b, generator=torch.Generator().manual_seed(seed), return_intermediates=True)
-        if result.intermediates is None:  # tiled fusion records no maps
-            raise ValueError(f"pair {done} was fused in {result.tiles} tiles, which record no gates; measure on "
-                             f"pairs of at most {pipeline.tile_size} pixels a side")
-        for layer, activity in result.intermediates.gate_activity.items():  # (T, 4)
-            sums[layer] = sums.get(layer, 0) + activity.mean(axis=0)  # (3,): mean over timesteps
+        record = _intermediates(pipeline, a, b, seed, f"pair {done}")
+        for layer, activity in record.gate_activity.items():  # (T, 4)
+            sums[layer] = sums.get(layer, 0) + activity.mean(axis=0)  # (4,): mean over timesteps
+        size = (a.shape, b.shape)
+        if size not in noise_maps:
+            noise = _intermediates(pipeline, *white_noise_like(a, b, seed), seed, "white noise")
+            noise_maps[size] = _interior_maps(noise)
+        for layer, gate_map in _interior_maps(record).items():
+            correlations[layer] = correlations.get(layer, 0.0) + map_correlation(gate_map, noise_maps[size][layer])
         if progress is not None:
             progress(done, len(pairs))
     layers = {name: tuple(float(v) for v in total / len(pairs)) for name, total in sums.items()}
-    return GateReport(layers=layers, pairs=len(pairs))
+    noise_correlation = {name: total / len(pairs) for name, total in correlations.items()}
+    return GateReport(layers=layers, pairs=len(pairs), noise_correlation=noise_correlation)
+
+
+def _intermediates(pipeline: FusionPipeline, a: np.ndarray, b: np.ndarray, seed: int, what: str) -> Intermediates:
+    result = pipeline.fuse(a, b, generator=torch.Generator().manual_seed(seed), return_intermediates=True)
+    if result.intermediates is None:  # tiled fusion records no maps
+        raise ValueError(f"{what} was fused in {result.tiles} tiles, which record no gates; measure on "
+                         f"pairs of at most {pipeline.tile_size} pixels a side")
+    return result.intermediates
+
+
+def _interior_maps(record: Intermediates) -> dict[str, np.ndarray]:
+    """GFS layer -> its gate map averaged over timesteps, without the outer ``GATE_BORDER`` pixels."""
+    maps = {}
+    for layer, gates in record.gates.items():  # (T, h, w)
+        mean, b = gates.mean(axis=0), GATE_BORDER
+        maps[layer] = mean[b:-b, b:-b] if min(mean.shape) > 2 * b else mean
+    return maps

@@ -446,3 +446,15 @@ def test_an_os_error_on_a_named_output_is_one_line(pairs, checkpoint, tmp_path, 
     monkeypatch.setattr(cli, "write_fused", denied)
     assert _fuse(pairs, checkpoint, tmp_path / "fused.png") == 2
     assert _one_error_line(capsys) == f"error: Permission denied: {tmp_path / 'fused.png'}"
+
+
+def test_gates_prints_each_layer_with_its_correlation_on_white_noise(tmp_path, checkpoint, capsys):
+    root = _write_pairs(tmp_path / "pairs", ("001", "002"))
+    assert main(["gates", str(root), "--checkpoint", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("| layer"))
+    assert header.endswith("| correlation with the map on white noise |")
+    rows = [line for line in out.splitlines() if line.startswith(("| down", "| mid", "| up"))]
+    assert len(rows) == 9 and all(len(row.split("|")) == 8 for row in rows)
+    assert all(-1 <= float(row.split("|")[6]) <= 1 for row in rows)
+    assert "2 pairs; mean over 9 GFS layers" in out

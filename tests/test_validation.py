@@ -15,7 +15,7 @@ from fusion_core.cli import main
 from fusion_core.evaluate import mean_ranks
 from fusion_core.metrics import PAPER_METRICS, compute_metrics
 from fusion_core.pipeline import FusionPipeline
-from fusion_core.validation import NETWORK, ValidationSet, measure_gates
+from fusion_core.validation import NETWORK, ValidationSet, map_correlation, measure_gates, white_noise_like
 
 
 class _Copy:
@@ -98,6 +98,28 @@ def test_gate_report_averages_each_layers_activity_over_pairs_and_timesteps(tiny
     assert report.mean_spread == pytest.approx(np.mean([v[0] for v in report.layers.values()]))
     assert report.mean_spread > 0.01  # gates start away from a flat 0.5
     assert report.mean_interior_spread == pytest.approx(np.mean([v[3] for v in report.layers.values()]))
+
+
+def test_map_correlation_of_hand_made_maps():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert map_correlation(x, 2 * x + 1) == pytest.approx(1.0)
+    assert map_correlation(x, -x) == pytest.approx(-1.0)
+    assert map_correlation(x, np.full_like(x, 0.3)) == 0.0
+    checker = np.indices((3, 4)).sum(axis=0) % 2
+    assert abs(map_correlation(checker, np.ones((3, 4)) * np.arange(4))) < 0.3
+
+
+def test_gate_report_correlates_each_map_with_the_map_on_white_noise(tiny_pipeline, pairs):
+    a, b = pairs[0]
+    noise = white_noise_like(a, b, seed=0)
+    assert noise[0].shape == a.shape and noise[1].shape == b.shape and 0 <= noise[0].min() < noise[0].max() < 1
+    on_noise = measure_gates(tiny_pipeline, [noise])  # the noise pair is its own reference
+    assert set(on_noise.noise_correlation) == set(on_noise.layers)
+    assert all(c == pytest.approx(1.0) or c == 0.0 for c in on_noise.noise_correlation.values())
+    assert any(c == pytest.approx(1.0) for c in on_noise.noise_correlation.values())
+    on_images = measure_gates(tiny_pipeline, pairs)
+    assert all(-1 <= c <= 1 for c in on_images.noise_correlation.values())
+    assert on_images.noise_correlation != on_noise.noise_correlation
 
 
 def test_gates_of_a_tiled_pair_are_refused(tiny_pipeline, pairs):
