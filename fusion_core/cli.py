@@ -31,7 +31,14 @@ import torch
 from tqdm import tqdm
 
 from .baselines import BASELINES
-from .checkpoint import DEFAULT_CHECKPOINT, WEIGHTS_NAME, CheckpointError, is_checkpoint, load_pipeline
+from .checkpoint import (
+    DEFAULT_CHECKPOINT,
+    WEIGHTS_NAME,
+    CheckpointError,
+    is_checkpoint,
+    load_pipeline,
+    read_checkpoint_file,
+)
 from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig, check_seed, parse_timesteps
 from .data import PairDataset, find_pairs, write_split
 from .distributed import setup_distributed
@@ -243,7 +250,7 @@ def _run_train(args: argparse.Namespace) -> int:
     for stage in stages:
         steps = args.stage1_steps if stage == 1 and args.stage == "both" and args.stage1_steps else args.steps
         config = TrainConfig(**{**fields, "stage": stage, "steps": steps})
-        card = _training_card(args, config, len(dataset), context.world_size)
+        card = _training_card(args, config, len(dataset), context.world_size, _origin(args, resuming))
         bar = tqdm(total=config.steps, desc=f"stage {stage}", disable=not context.is_main)
         result = train(pipeline, dataset, config, args.out, resume=args.resume or stage > stages[0],
                        progress=_bar_callback(bar), stop=stop, context=context, card=card, validation=validation)
@@ -269,14 +276,28 @@ def _bar_callback(bar: tqdm):
     return update
 
 
-def _training_card(args: argparse.Namespace, config: TrainConfig, pairs: int, world_size: int) -> str:
+ORIGIN, HEAD_ORIGIN, RESUMED = "- initialised from:", "- fusion head from:", " (resumed)"
+
+
+def _origin(args: argparse.Namespace, resuming: bool) -> str:
+    """The card's lines on where the weights started; a resumed run keeps those of the run it continues."""
+    if resuming:
+        card = (read_checkpoint_file(args.out, "MODEL_CARD.md") or b"").decode("utf-8", "replace")
+        earlier = [line.removesuffix(RESUMED) for line in card.splitlines() if line.startswith(ORIGIN)]
+        heads = [line for line in card.splitlines() if line.startswith(HEAD_ORIGIN)]
+        first = earlier[0] if earlier else f"{ORIGIN} an earlier run in `{args.out}`"
+        return "\n".join([first + RESUMED, *heads[:1]])
+    line = f"{ORIGIN} `{args.init}`" if args.init else f"{ORIGIN} random weights"
+    return "\n".join([line, *([f"{HEAD_ORIGIN} `{args.head_from}`"] if args.head_from else [])])
+
+
+def _training_card(args: argparse.Namespace, config: TrainConfig, pairs: int, world_size: int, origin: str) -> str:
     command = "python -m fusion_core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     return "\n".join([
         f"# DGD-Fusion checkpoint ({args.preset} preset)",
         "",
         f"- data: {', '.join(f'`{root}`' for root in args.data)} ({pairs} pairs)",
-        f"- initialised from: `{args.init}`" if args.init else "- initialised from: random weights",
-        *([f"- fusion head from: `{args.head_from}`"] if args.head_from else []),
+        origin,
         f"- stage {config.stage}: {config.steps} steps, batch {config.batch_size} x {world_size} process(es), "
         f"crop {config.crop}, Adam lr {config.lr}, seed {config.seed}",
         f"- hardware: {hardware_description()}",

@@ -418,12 +418,17 @@ def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir,
     out = tmp_path / "out"
     common = ["train", "--data", str(data_dir), "--out", str(out), "--stage", "2", "--batch", "2", "--crop", "32",
               "--checkpoint-every", "0", "--preview-every", "0", "--log-every", "1"]
-    assert main([*common, "--init", str(start), "--steps", "1", "--loss-gradient", "3.5"]) == 0
-    assert main([*common, "--resume", "--steps", "2"]) == 0  # no loss flags: the run's own weights go on
+    assert main([*common, "--init", str(start), "--head-from", str(start), "--steps", "1",
+                 "--loss-gradient", "3.5"]) == 0
+    for steps in ("2", "3"):
+        assert main([*common, "--resume", "--steps", steps]) == 0  # no loss flags: the run's own weights go on
+    card = (out / "MODEL_CARD.md").read_text().splitlines()
+    assert f"- initialised from: `{start}` (resumed)" in card  # the first run's start, marked once
+    assert f"- fusion head from: `{start}`" in card
     assert load_pipeline(out).config == dataclasses.replace(
         tiny_config, loss=dataclasses.replace(tiny_config.loss, gradient=3.5))
     last = json.loads((out / LOG_NAME).read_text().splitlines()[-1])
-    assert last["step"] == 2
+    assert last["step"] == 3
     assert last["fusion"] == pytest.approx(tiny_config.loss.intensity * last["intensity"] + 3.5 * last["gradient"]
                                            + tiny_config.loss.ssim * last["ssim"], rel=1e-4)
 
