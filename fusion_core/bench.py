@@ -8,8 +8,9 @@ batch size (1, 4 and 8 by default: ``max(batches)`` different pairs of that size
 ``fuse_batch`` gives each pair its own pass, the batch sizes differ only by noise). Each measurement runs in
 a fresh process, so its peak resident memory (CPU) or peak allocated memory (CUDA) is its own;
 ``isolate=False`` measures in the calling process instead, which saves a process start (seconds: each imports
-torch) per measurement for a quick check, but then the CPU peak is the whole process's so far. Weights are
-random: latency does not depend on their values.
+torch) per measurement for a quick check, but then the CPU peak is the whole process's so far. A preset is
+measured with random weights (latency does not depend on their values); a checkpoint folder in place of a
+preset measures the architecture it was saved with (the bundled checkpoints' GFS mask options, for example).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import numpy as np
 import torch
 
 from .baselines import BASELINES
+from .checkpoint import is_checkpoint, load_pipeline
 from .config import PRESETS
 from .metrics import compute_metrics
-from .pipeline import build_pipeline
+from .pipeline import FusionPipeline, build_pipeline
 
 
 def synthetic_pair(width: int, height: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -59,12 +61,17 @@ def _peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kilobytes
 
 
+def _pipeline(preset: str) -> FusionPipeline:
+    """A preset with random weights, or the checkpoint saved in the folder ``preset``."""
+    return build_pipeline(PRESETS[preset]) if preset in PRESETS else load_pipeline(preset)
+
+
 def _measure(kind: str, preset: str, device: str, size: tuple[int, int], repeats: int) -> dict:
     """Runs in a child process: one measurement and its own peak memory."""
     a, b = synthetic_pair(*size)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if kind == "fuse":
-        pipeline = build_pipeline(PRESETS[preset]).to(device)
+        pipeline = _pipeline(preset).to(device)
         call = partial(pipeline.fuse, a, b)
     elif kind == "average":
         call = partial(BASELINES["average"], a / 255.0, b / 255.0)
@@ -82,7 +89,7 @@ def _measure(kind: str, preset: str, device: str, size: tuple[int, int], repeats
 
 def _measure_batch(preset: str, device: str, size: tuple[int, int], batch: int, pairs: int, repeats: int) -> dict:
     """Runs in a child process: ``pairs`` different pairs fused ``batch`` at a time; pairs per second."""
-    pipeline = build_pipeline(PRESETS[preset]).to(device)
+    pipeline = _pipeline(preset).to(device)
     sources = [synthetic_pair(*size, seed=seed) for seed in range(pairs)]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if device.startswith("cuda"):
@@ -113,9 +120,9 @@ def run_benchmark(presets: list[str], repeats: int = 5, size: tuple[int, int] = 
 
     ``batches``: batch sizes whose fuse_batch throughput is measured for each preset and device (none: skip).
     """
-    unknown = [p for p in presets if p not in PRESETS]
+    unknown = [p for p in presets if p not in PRESETS and not is_checkpoint(p)]
     if unknown:
-        raise ValueError(f"unknown presets {unknown}; choose from {sorted(PRESETS)}")
+        raise ValueError(f"unknown presets {unknown}: neither one of {sorted(PRESETS)} nor a checkpoint folder")
     if any(b < 1 for b in batches):
         raise ValueError(f"batch sizes must be at least 1, got {batches}")
     devices = ["cpu", "cuda"] if device == "all" else [device]

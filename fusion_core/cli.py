@@ -409,7 +409,8 @@ def _run_split(args: argparse.Namespace) -> int:
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency and peak memory of fusion and metrics")
-    p.add_argument("--presets", default="cpu", help="comma-separated presets, or 'all'")
+    p.add_argument("--presets", default="cpu",
+                   help="comma-separated presets or checkpoint folders (their saved architecture), or 'all'")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the benchmark pair")
     p.add_argument("--large", default="", help="also fuse a large pair through tiles, e.g. 4096x4096")

@@ -194,6 +194,16 @@ def test_split_holds_out_every_fifth_pair(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------- bench
 
 
+def test_bench_measures_a_checkpoint_folder_by_its_saved_architecture(tmp_path, checkpoint, capsys):
+    report_path = tmp_path / "bench.json"
+    assert main(["bench", "--presets", str(checkpoint), "--repeats", "1", "--size", "40x32", "--in-process",
+                 "--batches", "", "--out", str(report_path)]) == 0
+    fuse = json.loads(report_path.read_text())["results"][0]
+    assert (fuse["kind"], fuse["preset"]) == ("fuse", str(checkpoint)) and fuse["median_s"] > 0
+    assert main(["bench", "--presets", str(tmp_path / "nothing"), "--in-process"]) == 2
+    assert "neither one of" in capsys.readouterr().err
+
+
 def test_bench_runs_the_tiny_preset_in_process(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
     code = main(["bench", "--presets", "tiny", "--repeats", "2", "--size", "40x32", "--in-process",
