@@ -21,7 +21,7 @@ import torch
 from .baselines import BASELINES
 from .data import PairDataset, find_pairs
 from .evaluate import fused_uint8, mean_ranks
-from .layers.gated import GATE_BORDER
+from .layers.gated import interior
 from .metrics import PAPER_METRICS, compute_metrics
 from .pipeline import FusionPipeline, Intermediates
 
@@ -167,8 +167,4 @@ def _intermediates(pipeline: FusionPipeline, a: np.ndarray, b: np.ndarray, seed:
 
 def _interior_maps(record: Intermediates) -> dict[str, np.ndarray]:
     """GFS layer -> its gate map averaged over timesteps, without the outer ``GATE_BORDER`` pixels."""
-    maps = {}
-    for layer, gates in record.gates.items():  # (T, h, w)
-        mean, b = gates.mean(axis=0), GATE_BORDER
-        maps[layer] = mean[b:-b, b:-b] if min(mean.shape) > 2 * b else mean
-    return maps
+    return {layer: interior(gates.mean(axis=0)) for layer, gates in record.gates.items()}  # (h', w') each

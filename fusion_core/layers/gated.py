@@ -62,9 +62,13 @@ def gate_activity(gate: torch.Tensor) -> torch.Tensor:
     spread = _spread(gate)  # (B,)
     low = (gate < GATE_LOW).float().flatten(1).mean(dim=1)  # (B,)
     high = (gate > GATE_HIGH).float().flatten(1).mean(dim=1)  # (B,)
+    return torch.stack([spread, low, high, _spread(interior(gate))], dim=1)
+
+
+def interior(maps):
+    """A tensor or array of maps (..., H, W) without its outer ``GATE_BORDER`` pixels; whole when too small."""
     b = GATE_BORDER
-    interior = gate[..., b:-b, b:-b] if min(gate.shape[-2:]) > 2 * b else gate
-    return torch.stack([spread, low, high, _spread(interior)], dim=1)
+    return maps[..., b:-b, b:-b] if min(maps.shape[-2:]) > 2 * b else maps
 
 
 def _spread(gate: torch.Tensor) -> torch.Tensor:
