@@ -39,7 +39,7 @@ from .checkpoint import (
     load_pipeline,
     read_checkpoint_file,
 )
-from .config import HEAD_OUTPUTS, PRESETS, LossConfig, TrainConfig, check_seed, parse_timesteps
+from .config import HEAD_OUTPUTS, LOSS_WEIGHTS, PRESETS, LossConfig, TrainConfig, check_seed, parse_timesteps
 from .data import PairDataset, find_pairs, write_split
 from .distributed import setup_distributed
 from .evaluate import FusionMethod, evaluate_folder, pipeline_method
@@ -206,14 +206,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             continue
         flags = [f"--{f.name.replace('_', '-')}"] + (["--batch"] if f.name == "batch_size" else [])
         p.add_argument(*flags, dest=f.name, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
-    for f in dataclasses.fields(LossConfig):
-        p.add_argument(f"--loss-{f.name}", dest=f"loss_{f.name}", type=float,
-                       help=f"stage-2 loss weight of the {f.name} term (default: the model's config)")
+    for name in LOSS_WEIGHTS:
+        p.add_argument(f"--loss-{name}", dest=f"loss_{name}", type=float,
+                       help=f"stage-2 loss weight of the {name} term (default: the model's config)")
+    p.add_argument("--loss-intensity-mean", dest="loss_intensity_mean", type=float,
+                   help="share of the sources' mean in the intensity term's target, 0 (the paper's max) to 1 "
+                        "(default: the model's config)")
     p.set_defaults(run=_run_train)
 
 
 def _with_loss_weights(pipeline: FusionPipeline, args: argparse.Namespace) -> FusionPipeline:
-    """Apply --loss-* weights to the pipeline's config (saved with its checkpoints)."""
+    """Apply the --loss-* options to the pipeline's config (saved with its checkpoints)."""
     weights = {f.name: getattr(args, f"loss_{f.name}") for f in dataclasses.fields(LossConfig)}
     weights = {name: value for name, value in weights.items() if value is not None}
     if weights:

@@ -160,21 +160,31 @@ class FusionHeadConfig:
         _real(owner, "residual_scale", self.residual_scale, 0.0, 10.0)
 
 
+LOSS_WEIGHTS = ("intensity", "gradient", "ssim")  # the LossConfig fields that weight a term
+
+
 @dataclass(frozen=True)
 class LossConfig:
-    """Stage-2 loss weights (docs/design.md §2.7): intensity, Sobel gradient and SSIM terms."""
+    """Stage-2 loss (docs/design.md §2.7): the weights of the intensity, Sobel gradient and SSIM terms.
+
+    intensity_mean is the share of the sources' mean in the intensity term's target,
+    (1 - m) * max(Y_A, Y_B) + m * (Y_A + Y_B) / 2: 0 is the paper's max target, 1 the mean
+    (docs/training.md, "The intensity target").
+    """
 
     intensity: float = 1.0
     gradient: float = 10.0
     ssim: float = 1.0
+    intensity_mean: float = 0.0
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first weight outside [0, 1e6]."""
-        for f in dataclasses.fields(self):
-            _real("loss", f.name, getattr(self, f.name), 0.0, 1e6)
+        """Raise ValueError naming the first weight outside [0, 1e6] or a share outside [0, 1]."""
+        for name in LOSS_WEIGHTS:
+            _real("loss", name, getattr(self, name), 0.0, 1e6)
+        _real("loss", "intensity_mean", self.intensity_mean, 0.0, 1.0)
 
 
 @dataclass(frozen=True)

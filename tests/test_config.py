@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from conftest import ALL_PRESETS, tiny
-from fusion_core.config import PRESETS, FusionConfig, TrainConfig, UNetConfig, parse_timesteps
+from fusion_core.config import PRESETS, FusionConfig, LossConfig, TrainConfig, UNetConfig, parse_timesteps
 from fusion_core.pipeline import FusionPipeline
 
 
@@ -72,3 +72,13 @@ def test_parse_timesteps_range_follows_the_schedule():
 def test_gate_flags_must_be_booleans(name):
     with pytest.raises(ValueError, match=f"unet.{name} must be true or false"):
         UNetConfig(**{name: 1})
+
+
+def test_loss_intensity_mean_is_a_share_and_older_configs_keep_the_max_target():
+    with pytest.raises(ValueError, match=r"loss.intensity_mean must be a number in \[0.0, 1.0\], got 1.5"):
+        LossConfig(intensity_mean=1.5)
+    with pytest.raises(ValueError, match=r"loss.ssim must be a number in \[0.0, 1000000.0\]"):
+        LossConfig(ssim=-1.0)
+    data = PRESETS["cpu"].to_dict()
+    del data["loss"]["intensity_mean"]  # a config.json written before the option
+    assert FusionConfig.from_dict(data).loss.intensity_mean == 0.0

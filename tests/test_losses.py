@@ -77,6 +77,14 @@ def test_fusion_loss_terms_by_hand():
     assert out.total.item() == pytest.approx(out.intensity + 10 * out.gradient + out.ssim, rel=1e-6)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_intensity_target_mixes_the_brighter_source_and_the_mean(share):
+    y_a, y_b = torch.full((1, 1, 8, 8), 0.2), step_edge()  # max: 0.2 left, 1 right; mean: 0.1 left, 0.6 right
+    out = FusionLoss(LossConfig(intensity_mean=share))(torch.zeros(1, 1, 8, 8), y_a, y_b)
+    left, right = (1 - share) * 0.2 + share * 0.1, (1 - share) * 1.0 + share * 0.6
+    assert out.intensity == pytest.approx((left + right) / 2)
+
+
 def test_fusion_loss_weights_scale_their_terms():
     g = torch.Generator().manual_seed(3)
     y_f, y_a, y_b = (torch.rand(1, 1, 16, 16, generator=g) for _ in range(3))
