@@ -29,7 +29,7 @@ every input: the trained gates encode position more than content (docs/training.
 ``standardise_mask`` (``UNetConfig.gfs_standardise_mask``, off in the presets): s is brought to zero spatial
 mean and unit spatial standard deviation per sample and channel before eq. 7, so the logit s * c has spatial
 spread c and the gate's contrast is the channel attention alone. Measured with both options after 4000
-stage-1 steps: spread 0.1395 on MSRS test and 0.0418 without the border (0.0613 and 0.0160 without it); stage 1
+stage-1 steps: spread 0.1395 on MSRS test and 0.0418 without the border (without the option 0.0613 and 0.0160); stage 1
 still closes the outer layers' gates by shrinking c (0.95 -> 0.03-0.07), and the inner layers keep drawing
 the same map for every input. The shipped ``dgd-general`` uses it.
 
