@@ -200,6 +200,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "stage 2 logs the network's mean rank against the baselines on them")
     p.add_argument("--head-output", choices=HEAD_OUTPUTS,
                    help="rebuild the fusion head with this output form (keeps the UNet; a new head)")
+    p.add_argument("--head-channels", type=int, metavar="WIDTH",
+                   help="rebuild the fusion head with this width (keeps the UNet; a new head)")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         if f.name == "stage":
@@ -225,6 +227,14 @@ def _with_loss_weights(pipeline: FusionPipeline, args: argparse.Namespace) -> Fu
     return pipeline
 
 
+def _with_new_head(pipeline: FusionPipeline, args: argparse.Namespace, generator: torch.Generator
+                   ) -> FusionPipeline:
+    """A fresh head drawn from ``generator`` when --head-output or --head-channels changes the head's form."""
+    changes = {"output": args.head_output, "channels": args.head_channels}
+    head = dataclasses.replace(pipeline.config.head, **{k: v for k, v in changes.items() if v is not None})
+    return pipeline if head == pipeline.config.head else pipeline.with_head(head, generator)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "stage"}
     TrainConfig(**fields)  # a bad seed, crop or step count fails now, before anything is built or written
@@ -241,8 +251,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.crop % stride:
         raise ValueError(f"--crop {args.crop}: crop must be a multiple of {stride}, the stride of this model "
                          f"(e.g. {max(stride, args.crop // stride * stride)})")
-    if args.head_output and args.head_output != pipeline.config.head.output:
-        pipeline = pipeline.with_head(dataclasses.replace(pipeline.config.head, output=args.head_output), generator)
+    pipeline = _with_new_head(pipeline, args, generator)
     dataset = PairDataset([pair for root in args.data for pair in find_pairs(root)])
     validation = ValidationSet.from_folder(args.val, args.seed) if args.val and context.is_main else None
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]

@@ -413,6 +413,34 @@ def test_train_command_loss_weights_are_saved_with_the_checkpoint(tiny_config, d
 
 
 @pytest.mark.slow
+def test_train_command_head_channels_builds_a_fresh_head_of_that_width_on_the_same_unet(
+        tiny_config, data_dir, tmp_path, restore_sigint):
+    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    out = tmp_path / "out"
+    wider = tiny_config.head.channels + 4
+    code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
+                 "--steps", "1", "--batch", "2", "--crop", "32", "--checkpoint-every", "0", "--preview-every", "0",
+                 "--head-channels", str(wider)])
+    assert code == 0
+    trained = load_pipeline(out)
+    assert trained.config == dataclasses.replace(tiny_config, head=dataclasses.replace(tiny_config.head,
+                                                                                       channels=wider))
+    assert trained.head.shallow.out_channels == wider
+    _assert_same_weights(trained.unet.state_dict(), load_pipeline(start).unet.state_dict())
+
+
+def test_train_command_refuses_a_head_width_the_attention_cannot_split(tiny_config, data_dir, tmp_path, capsys,
+                                                                      restore_sigint):
+    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    odd = tiny_config.head.num_heads * 4 + 1
+    code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--init", str(start),
+                 "--stage", "2", "--steps", "1", "--head-channels", str(odd)])
+    message = capsys.readouterr().err
+    assert code == 2 and f"head.channels ({odd})" in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
 def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir, tmp_path, restore_sigint):
     start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
     out = tmp_path / "out"
