@@ -201,7 +201,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-output", choices=HEAD_OUTPUTS,
                    help="rebuild the fusion head with this output form (keeps the UNet; a new head)")
     p.add_argument("--head-channels", type=int, metavar="WIDTH",
-                   help="rebuild the fusion head with this width (keeps the UNet; a new head)")
+                   help="a new fusion head of this width, trained from scratch (keeps the UNet)")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         if f.name == "stage":
@@ -229,10 +229,14 @@ def _with_loss_weights(pipeline: FusionPipeline, args: argparse.Namespace) -> Fu
 
 def _with_new_head(pipeline: FusionPipeline, args: argparse.Namespace, generator: torch.Generator
                    ) -> FusionPipeline:
-    """A fresh head drawn from ``generator`` when --head-output or --head-channels changes the head's form."""
-    changes = {"output": args.head_output, "channels": args.head_channels}
-    head = dataclasses.replace(pipeline.config.head, **{k: v for k, v in changes.items() if v is not None})
-    return pipeline if head == pipeline.config.head else pipeline.with_head(head, generator)
+    """A fresh head drawn from ``generator`` for --head-channels (even at the same width: a head trained from
+    scratch) or for a --head-output that changes the head's form."""
+    head = pipeline.config.head
+    if args.head_output:
+        head = dataclasses.replace(head, output=args.head_output)
+    if args.head_channels is None and head == pipeline.config.head:
+        return pipeline
+    return pipeline.with_head(dataclasses.replace(head, channels=args.head_channels or head.channels), generator)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -251,7 +255,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.crop % stride:
         raise ValueError(f"--crop {args.crop}: crop must be a multiple of {stride}, the stride of this model "
                          f"(e.g. {max(stride, args.crop // stride * stride)})")
-    pipeline = _with_new_head(pipeline, args, generator)
+    if not resuming:  # a resumed run goes on with the head it trains
+        pipeline = _with_new_head(pipeline, args, generator)
     dataset = PairDataset([pair for root in args.data for pair in find_pairs(root)])
     validation = ValidationSet.from_folder(args.val, args.seed) if args.val and context.is_main else None
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]

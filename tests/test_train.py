@@ -413,20 +413,21 @@ def test_train_command_loss_weights_are_saved_with_the_checkpoint(tiny_config, d
 
 
 @pytest.mark.slow
-def test_train_command_head_channels_builds_a_fresh_head_of_that_width_on_the_same_unet(
-        tiny_config, data_dir, tmp_path, restore_sigint):
+@pytest.mark.parametrize("extra", [4, 0], ids=["wider", "same-width"])
+def test_train_command_head_channels_draws_a_fresh_head_of_that_width_on_the_same_unet(
+        tiny_config, data_dir, tmp_path, restore_sigint, extra):
     start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
     out = tmp_path / "out"
-    wider = tiny_config.head.channels + 4
+    head = dataclasses.replace(tiny_config.head, channels=tiny_config.head.channels + extra)
     code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
-                 "--steps", "1", "--batch", "2", "--crop", "32", "--checkpoint-every", "0", "--preview-every", "0",
-                 "--head-channels", str(wider)])
+                 "--steps", "0", "--checkpoint-every", "0", "--preview-every", "0", "--seed", "5",
+                 "--head-channels", str(head.channels)])
     assert code == 0
-    trained = load_pipeline(out)
-    assert trained.config == dataclasses.replace(tiny_config, head=dataclasses.replace(tiny_config.head,
-                                                                                       channels=wider))
-    assert trained.head.shallow.out_channels == wider
-    _assert_same_weights(trained.unet.state_dict(), load_pipeline(start).unet.state_dict())
+    trained, begun = load_pipeline(out), load_pipeline(start)
+    assert trained.config == dataclasses.replace(tiny_config, head=head)
+    _assert_same_weights(trained.unet.state_dict(), begun.unet.state_dict())
+    drawn = begun.with_head(head, torch.Generator().manual_seed(5))  # the --seed draw, not the start's head
+    _assert_same_weights(trained.head.state_dict(), drawn.head.state_dict())
 
 
 def test_train_command_refuses_a_head_width_the_attention_cannot_split(tiny_config, data_dir, tmp_path, capsys,
