@@ -242,6 +242,9 @@ def _with_new_head(pipeline: FusionPipeline, args: argparse.Namespace, generator
 def _run_train(args: argparse.Namespace) -> int:
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "stage"}
     TrainConfig(**fields)  # a bad seed, crop or step count fails now, before anything is built or written
+    if args.head_from and (args.head_channels or args.head_output):
+        raise ValueError("--head-from carries a trained head; --head-channels and --head-output draw a new one: "
+                         "give one or the other")
     check_output_folder(args.out, create=True)
     context = setup_distributed(check_device(args.device))
     resuming = args.resume and is_checkpoint(args.out)

@@ -441,6 +441,15 @@ def test_train_command_refuses_a_head_width_the_attention_cannot_split(tiny_conf
     assert not (tmp_path / "out").exists()
 
 
+def test_train_command_refuses_a_carried_head_and_a_new_one_together(tiny_config, data_dir, tmp_path, capsys,
+                                                                    restore_sigint):
+    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--init", str(start),
+                 "--head-from", str(start), "--stage", "2", "--steps", "1", "--head-channels", "8"])
+    assert code == 2 and "--head-from" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir, tmp_path, restore_sigint):
     start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
