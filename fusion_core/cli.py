@@ -214,6 +214,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss-intensity-mean", dest="loss_intensity_mean", type=float,
                    help="share of the sources' mean in the intensity term's target, 0 (the paper's max) to 1 "
                         "(default: the model's config)")
+    p.add_argument("--loss-gradient-gain", dest="loss_gradient_gain", type=float,
+                   help="factor on the gradient term's target, the sharper source's Sobel magnitude: 1 (the "
+                        "paper's) to 4 (default: the model's config)")
     p.set_defaults(run=_run_train)
 
 

@@ -169,22 +169,25 @@ class LossConfig:
 
     intensity_mean is the share of the sources' mean in the intensity term's target,
     (1 - m) * max(Y_A, Y_B) + m * (Y_A + Y_B) / 2: 0 is the paper's max target, 1 the mean
-    (docs/training.md, "The intensity target").
+    (docs/training.md, "The intensity target"). gradient_gain k scales the gradient term's target,
+    k * max(|Sobel Y_A|, |Sobel Y_B|): 1 is the paper's, above 1 asks for edges sharper than the sharper source's.
     """
 
     intensity: float = 1.0
     gradient: float = 10.0
     ssim: float = 1.0
     intensity_mean: float = 0.0
+    gradient_gain: float = 1.0
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first weight outside [0, 1e6] or a share outside [0, 1]."""
+        """Raise ValueError naming the first weight outside [0, 1e6], share outside [0, 1] or gain outside [1, 4]."""
         for name in LOSS_WEIGHTS:
             _real("loss", name, getattr(self, name), 0.0, 1e6)
         _real("loss", "intensity_mean", self.intensity_mean, 0.0, 1.0)
+        _real("loss", "gradient_gain", self.gradient_gain, 1.0, 4.0)
 
 
 @dataclass(frozen=True)

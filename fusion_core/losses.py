@@ -1,10 +1,10 @@
 """Stage-2 loss of DGD-Fusion (docs/design.md §2.7): unsupervised, as in SeAFusion and Dif-Fusion.
 
-L = w_int * L1(Y_F, T) + w_grad * L1(|Sobel Y_F|, max(|Sobel Y_A|, |Sobel Y_B|))
+L = w_int * L1(Y_F, T) + w_grad * L1(|Sobel Y_F|, k * max(|Sobel Y_A|, |Sobel Y_B|))
     + w_ssim * (1 - (SSIM(Y_F, Y_A) + SSIM(Y_F, Y_B)) / 2),
 with the intensity target T = (1 - m) * max(Y_A, Y_B) + m * (Y_A + Y_B) / 2 (m = ``LossConfig.intensity_mean``;
-0, the paper's max target, by default), |Sobel| = |G_x| + |G_y| and SSIM over 7x7 uniform windows (the metric's
-window), images in [0, 1].
+0, the paper's max target, by default), the gradient gain k = ``LossConfig.gradient_gain`` (1, the paper's, by
+default), |Sobel| = |G_x| + |G_y| and SSIM over 7x7 uniform windows (the metric's window), images in [0, 1].
 
 Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016, §2.1.1.
 """
@@ -62,7 +62,7 @@ class FusionLoss(nn.Module):
         m = self.config.intensity_mean
         target = (1 - m) * torch.maximum(y_a, y_b) + m * (y_a + y_b) / 2  # T, (B, 1, H, W)
         intensity = F.l1_loss(y_fused, target)
-        target_grad = torch.maximum(sobel_magnitude(y_a), sobel_magnitude(y_b))
+        target_grad = self.config.gradient_gain * torch.maximum(sobel_magnitude(y_a), sobel_magnitude(y_b))
         gradient = F.l1_loss(sobel_magnitude(y_fused), target_grad)
         structure = 1 - (ssim(y_fused, y_a) + ssim(y_fused, y_b)) / 2
         c = self.config

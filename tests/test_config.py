@@ -80,5 +80,9 @@ def test_loss_intensity_mean_is_a_share_and_older_configs_keep_the_max_target():
     with pytest.raises(ValueError, match=r"loss.ssim must be a number in \[0.0, 1000000.0\]"):
         LossConfig(ssim=-1.0)
     data = PRESETS["cpu"].to_dict()
-    del data["loss"]["intensity_mean"]  # a config.json written before the option
-    assert FusionConfig.from_dict(data).loss.intensity_mean == 0.0
+    del data["loss"]["intensity_mean"], data["loss"]["gradient_gain"]  # a config.json written before the options
+    assert FusionConfig.from_dict(data).loss == LossConfig(intensity=PRESETS["cpu"].loss.intensity,
+                                                           gradient=PRESETS["cpu"].loss.gradient,
+                                                           ssim=PRESETS["cpu"].loss.ssim)
+    with pytest.raises(ValueError, match=r"loss.gradient_gain must be a number in \[1.0, 4.0\], got 0.5"):
+        LossConfig(gradient_gain=0.5)

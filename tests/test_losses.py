@@ -85,6 +85,13 @@ def test_intensity_target_mixes_the_brighter_source_and_the_mean(share):
     assert out.intensity == pytest.approx((left + right) / 2)
 
 
+@pytest.mark.parametrize("gain", [1.0, 1.5])
+def test_gradient_target_is_the_sharper_source_times_the_gain(gain):
+    y_a, y_b = torch.full((1, 1, 8, 8), 0.2), step_edge()  # Sobel magnitude 4 on the two middle columns of B
+    out = FusionLoss(LossConfig(gradient_gain=gain))(torch.zeros(1, 1, 8, 8), y_a, y_b)
+    assert out.gradient == pytest.approx(gain * 4.0 * 16 / 64)
+
+
 def test_fusion_loss_weights_scale_their_terms():
     g = torch.Generator().manual_seed(3)
     y_f, y_a, y_b = (torch.rand(1, 1, 16, 16, generator=g) for _ in range(3))

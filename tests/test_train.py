@@ -406,10 +406,11 @@ def test_train_command_loss_weights_are_saved_with_the_checkpoint(tiny_config, d
     out = tmp_path / "out"
     code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
                  "--steps", "1", "--batch", "2", "--crop", "32", "--checkpoint-every", "0", "--preview-every", "0",
-                 "--loss-gradient", "3.5", "--loss-intensity-mean", "0.25"])
+                 "--loss-gradient", "3.5", "--loss-intensity-mean", "0.25", "--loss-gradient-gain", "1.2"])
     assert code == 0
     loss = load_pipeline(out).config.loss
-    assert loss.gradient == 3.5 and loss.intensity_mean == 0.25 and loss.intensity == tiny_config.loss.intensity
+    assert loss.gradient == 3.5 and loss.intensity_mean == 0.25 and loss.gradient_gain == 1.2
+    assert loss.intensity == tiny_config.loss.intensity
 
 
 @pytest.mark.slow
