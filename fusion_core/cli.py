@@ -234,12 +234,11 @@ def _with_new_head(pipeline: FusionPipeline, args: argparse.Namespace, generator
                    ) -> FusionPipeline:
     """A fresh head drawn from ``generator`` for --head-channels (even at the same width: a head trained from
     scratch) or for a --head-output that changes the head's form."""
-    head = pipeline.config.head
-    if args.head_output:
-        head = dataclasses.replace(head, output=args.head_output)
+    changes = {k: v for k, v in (("output", args.head_output), ("channels", args.head_channels)) if v is not None}
+    head = dataclasses.replace(pipeline.config.head, **changes)
     if args.head_channels is None and head == pipeline.config.head:
         return pipeline
-    return pipeline.with_head(dataclasses.replace(head, channels=args.head_channels or head.channels), generator)
+    return pipeline.with_head(head, generator)
 
 
 def _run_train(args: argparse.Namespace) -> int:
