@@ -6,7 +6,9 @@ folders (one image per pair, named like it); ``external_methods`` finds them for
 An upload is untrusted: every entry is checked before anything is written (no absolute paths, no '..', no
 symbolic links, no entry that names no file ('.') or is both a file and a folder, a cap on the entry count and
 on the declared uncompressed size, which ``zipfile`` enforces while reading, so a lying header cannot unpack
-more); an entry whose data fails its checks while unpacking is named in the message.
+more, no encrypted entry, no name longer or deeper than a file system takes); an entry whose data fails its
+checks while unpacking is named in the message. Messages quote entry names as the zip spells them (shortened
+when long): whoever shows a message escapes it, as any text that comes from an upload.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from fusion_core import find_pairs
 
 MAX_ZIP_FILES = 2000
 MAX_ZIP_BYTES = 512 * 2**20
+MAX_NAME_BYTES = 255  # one file or folder name, as ext4, APFS and NTFS take it
+MAX_PATH_CHARS = 1024  # a whole entry path
+MAX_DEPTH = 32  # folders inside the zip
+SHOWN_NAME_CHARS = 60  # an entry name longer than this is shortened in messages
 FUSED_FOLDER = "fused"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "MODEL_CARD.md", "train_state.json", "train_log.jsonl")
 
@@ -30,9 +36,35 @@ def _parts(member: zipfile.ZipInfo) -> tuple[str, ...]:
     return PurePosixPath(member.filename.replace("\\", "/")).parts
 
 
+def shown(name: str) -> str:
+    """An entry name as messages quote it: ``repr`` (control characters visible), its middle cut when long."""
+    if len(name) > SHOWN_NAME_CHARS:
+        half = SHOWN_NAME_CHARS // 2
+        name = f"{name[:half]}...{name[-half:]}"
+    return repr(name)
+
+
+def _check_name(member: zipfile.ZipInfo) -> None:
+    """Refuse an encrypted entry and a name no file system takes: too long a name or path, too deep a path."""
+    parts = _parts(member)
+    if member.flag_bits & 0x1:
+        raise ValueError(f"the zip entry {shown(member.filename)} is encrypted; zip the files again without a "
+                         "password")
+    if len(member.filename) > MAX_PATH_CHARS:
+        raise ValueError(f"the zip entry {shown(member.filename)} has a path of {len(member.filename)} "
+                         f"characters, more than the limit of {MAX_PATH_CHARS}")
+    if len(parts) > MAX_DEPTH:
+        raise ValueError(f"the zip entry {shown(member.filename)} is {len(parts)} folders deep, more than the "
+                         f"limit of {MAX_DEPTH}")
+    longest = max(parts, key=lambda part: len(part.encode("utf-8")), default="")
+    if len(longest.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(f"the zip entry {shown(member.filename)} has a name of {len(longest.encode('utf-8'))} "
+                         f"bytes, more than the {MAX_NAME_BYTES} a file system takes")
+
+
 def _check_members(members: list[zipfile.ZipInfo], max_files: int, max_bytes: int) -> None:
-    """Refuse absolute paths, '..' parts, symbolic links, entries that name no file, a name used both for a
-    file and for a folder, too many entries and too many bytes."""
+    """Refuse absolute paths, '..' parts, symbolic links, entries that name no file, encrypted entries, names
+    too long or too deep, a name used both for a file and for a folder, too many entries and too many bytes."""
     if not members:
         raise ValueError("the zip is empty")
     if len(members) > max_files:
@@ -44,13 +76,14 @@ def _check_members(members: list[zipfile.ZipInfo], max_files: int, max_bytes: in
     for member in members:
         name = member.filename.replace("\\", "/")
         if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-            raise ValueError(f"the zip entry {member.filename!r} has an absolute path")
+            raise ValueError(f"the zip entry {shown(member.filename)} has an absolute path")
         if ".." in PurePosixPath(name).parts:
-            raise ValueError(f"the zip entry {member.filename!r} points outside the folder ('..')")
+            raise ValueError(f"the zip entry {shown(member.filename)} points outside the folder ('..')")
         if (member.external_attr >> 16) & 0o170000 == 0o120000:
-            raise ValueError(f"the zip entry {member.filename!r} is a symbolic link")
+            raise ValueError(f"the zip entry {shown(member.filename)} is a symbolic link")
         if not _parts(member) and not member.is_dir():
-            raise ValueError(f"the zip entry {member.filename!r} names no file")
+            raise ValueError(f"the zip entry {shown(member.filename)} names no file")
+        _check_name(member)
     files = {_parts(m) for m in members if not m.is_dir()}
     folders = {_parts(m)[:i] for m in members for i in range(1, len(_parts(m)) + (m.is_dir()))}
     clash = min(files & folders, default=None)
@@ -88,9 +121,12 @@ def _unpack_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, target: Pa
     try:
         with archive.open(member) as source, open(target, "wb") as out:
             shutil.copyfileobj(source, out)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
-        raise ValueError(f"the zip entry {member.filename!r} cannot be unpacked ({error}); zip the files "
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
+        raise ValueError(f"the zip entry {shown(member.filename)} cannot be unpacked ({error}); zip the files "
                          "again") from None
+    except OSError as error:
+        raise ValueError(f"the zip entry {shown(member.filename)} cannot be written on the server "
+                         f"({error.strerror or error})") from None
 
 
 def _has_layout(folder: Path) -> bool:
