@@ -4,11 +4,20 @@ DGD-Fusion (DOI 10.11918/202507016) fuses the luminance of two images and keeps 
 ``write_fused`` writes such a result from its full-precision luminance (``fused_pixels``) in the format its
 file name asks for (``fused_format``): one writer for the command line and the app, so their files agree.
 Pillow cannot create 16-bit RGB images, so the 16-bit TIFF is encoded here (``write_tiff16``).
+
+Every file is written atomically (``write_atomically``): encoded in memory, written to a hidden temporary file
+beside the target, fsynced and renamed over it. A full disk, a missing permission or a killed process leaves
+the previous file at that path as it was, never a truncated one, and a failure raises ``OutputWriteError``
+(an ``OSError``) whose message says in one line what happened ("not enough disk space to write x.tif").
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import os
+import secrets
 import struct
 from pathlib import Path
 
@@ -20,9 +29,108 @@ from fusion_core.dicom import secondary_capture
 
 from .read import _scale_to_unit
 
-__all__ = ["FUSED_FORMATS", "fused_format", "fused_pixels", "to_uint8", "write_dicom_secondary_capture",
-           "write_fused", "write_png", "write_tiff16"]
+__all__ = ["FUSED_FORMATS", "OutputWriteError", "fused_format", "fused_pixels", "to_uint8", "write_atomically",
+           "write_dicom_secondary_capture", "write_fused", "write_png", "write_tiff16"]
 FUSED_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".dcm": "dicom"}  # suffix -> what write_fused writes
+# errno -> what happened, in words; {path} is the file asked for. Other codes: "could not write {path} (reason)".
+_WRITE_ERRORS = {
+    errno.ENOSPC: "not enough disk space to write {path}; free some space or write elsewhere",
+    errno.EDQUOT: "not enough disk space to write {path} (disk quota exceeded); free some space or write elsewhere",
+    errno.EFBIG: "{path} would be larger than the file system allows; write it elsewhere",
+    errno.EACCES: "no permission to write {path}; choose a folder you can write to",
+    errno.EPERM: "no permission to write {path}; choose a folder you can write to",
+    errno.EROFS: "cannot write {path}: its file system is read-only; write elsewhere",
+    errno.ENOENT: "cannot write {path}: its folder does not exist; create it first",
+    errno.EISDIR: "cannot write {path}: it is a folder; give a file name",
+}
+
+
+# ---------------------------------------------------------------- atomic files
+
+
+class OutputWriteError(OSError):
+    """An output file could not be written; whatever was at its path before is unchanged.
+
+    ``str(error)`` says what happened in one line ("not enough disk space to write x.tif; ..."); as for any
+    ``OSError``, ``errno`` is the system's code, ``strerror`` its reason and ``filename`` the path asked for.
+    """
+
+    def __str__(self) -> str:
+        template = _WRITE_ERRORS.get(self.errno, "could not write {path} ({reason})")
+        return template.format(path=self.filename, reason=self.strerror)
+
+
+def _write_error(path: str | os.PathLike, error: OSError) -> OutputWriteError:
+    reason = error.strerror or (os.strerror(error.errno) if error.errno else str(error))
+    return OutputWriteError(error.errno, reason, os.fspath(path))
+
+
+def _open_temporary(target: Path) -> tuple[int, Path]:
+    """A new, empty, hidden file beside ``target`` named after it alone: (descriptor, path)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        temporary = target.with_name(f".{target.name[:50]}.tmp-{secrets.token_hex(4)}")  # 50: within NAME_MAX
+        try:
+            return os.open(temporary, flags, 0o666), temporary  # 0o666 less the umask, as open() gives
+        except FileExistsError:
+            continue  # another writer drew the same name
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]  # os.write may write less than asked
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable where the system allows (not on Windows, not on every file system)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Replace the file ``path`` by ``data`` in one step: it holds either its old content or all of ``data``.
+
+    ``data`` goes to a hidden temporary file in the same folder (``.NAME.tmp-RANDOM``, so the rename never
+    crosses file systems), is flushed and fsynced, and the temporary file is renamed over ``path``
+    (``os.replace``); the folder is fsynced after, where possible. An existing file keeps its permission bits;
+    a symbolic link is followed and its target replaced. For any file, not only images: tables too.
+
+    Raises:
+        OutputWriteError: the file could not be written (disk full, no permission, no such folder, ...); the
+            temporary file is removed and an existing file at ``path`` is untouched.
+    """
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    if target.is_file() and not os.access(target, os.W_OK):  # a read-only file stays protected, as open() keeps it
+        raise _write_error(path, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+    try:
+        fd, temporary = _open_temporary(target)
+    except OSError as error:
+        raise _write_error(path, error) from error
+    try:
+        try:
+            with contextlib.suppress(FileNotFoundError):  # keep the permission bits of the file replaced
+                os.chmod(fd if os.chmod in os.supports_fd else temporary, os.stat(target).st_mode & 0o777)
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+    except BaseException as error:  # a kill (KeyboardInterrupt) too: no temporary file is left behind
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if isinstance(error, OSError):
+            raise _write_error(path, error) from error
+        raise
+    _sync_folder(target.parent)
+
+
+# ---------------------------------------------------------------- pixels
 
 
 def _writable(image: np.ndarray) -> np.ndarray:
@@ -85,12 +193,14 @@ def _tiff16_bytes(image: np.ndarray) -> bytes:
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an 8-bit PNG from uint8 or float [0, 1] pixels, (H, W[, 1]) gray or (H, W, 3) RGB."""
-    Image.fromarray(to_uint8(_writable(image))).save(path, format="PNG")
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(_writable(image))).save(buffer, format="PNG")
+    write_atomically(path, buffer.getvalue())
 
 
 def write_tiff16(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write a 16-bit TIFF from uint16 (as is), uint8 (x 257) or float [0, 1] (x 65535, rounded) pixels."""
-    Path(path).write_bytes(_tiff16_bytes(_to_uint16(_writable(image))))
+    write_atomically(path, _tiff16_bytes(_to_uint16(_writable(image))))
 
 
 def write_dicom_secondary_capture(
@@ -106,8 +216,9 @@ def write_dicom_secondary_capture(
         image: uint8 or float [0, 1] pixels, (H, W[, 1]) or (H, W, 3).
         modality_hint: Modality code of the sources ("MR", "CT", ...); "OT" (other) when None.
     """
-    dataset = secondary_capture(to_uint8(_writable(image)), modality_hint)
-    dataset.save_as(path, enforce_file_format=True)
+    buffer = io.BytesIO()
+    secondary_capture(to_uint8(_writable(image)), modality_hint).save_as(buffer, enforce_file_format=True)
+    write_atomically(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- fusion results
