@@ -5,7 +5,7 @@ Imports run one way. A module may import modules of its own tier or of the tiers
 | tier | modules |
 | --- | --- |
 | config | config (standard library only) |
-| numpy side | color, dicom, imaging, metrics, baselines (no torch, no gradio) |
+| numpy side | color, dicom, imaging/ (read, register, write), metrics, baselines (no torch, no gradio) |
 | layers | layers/ |
 | models | models/ |
 | diffusion | diffusion |
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TIERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("fusion_core.config",)),
-    ("numpy side", ("fusion_core.color", "fusion_core.dicom", "fusion_core.imaging", "fusion_core.metrics",
+    ("numpy side", ("fusion_core.color", "fusion_core.dicom", "fusion_core.imaging", "fusion_core.imaging.read",
+                    "fusion_core.imaging.register", "fusion_core.imaging.write", "fusion_core.metrics",
                     "fusion_core.baselines")),
     ("layers", ("fusion_core.layers", "fusion_core.layers.common", "fusion_core.layers.embeddings",
                 "fusion_core.layers.dynamic_conv", "fusion_core.layers.gated", "fusion_core.layers.restormer",

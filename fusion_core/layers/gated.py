@@ -1,37 +1,16 @@
 """Gated feature selection, GFS ("GCFS" in the ablation table; paper §1.2.2, eqs. 7-8; docs/design.md §2.3).
 
-Every pixel and channel of the main branch gets a gate in (0, 1) from a spatial mask times a channel
-attention, so irrelevant features are suppressed; the time embedding then scales and shifts the gated
-features (FiLM, eq. 7) and a residual connection closes the block (eq. 8).
+Every pixel and channel of the main branch gets a gate g = sigmoid(s * c) in (0, 1), s a depthwise spatial
+mask and c a channel attention, so irrelevant features are suppressed; the time embedding then scales and
+shifts the gated features (FiLM, eq. 7) and a residual connection closes the block (eq. 8). Shapes: x
+(B, C_in, H, W) and t_emb (B, D) -> out (B, C, H, W) and g (B, C, H, W); ``gate_activity`` sums g up as (B, 4).
 
-Initialisation (ours; the paper is silent). With PyTorch's default initialisation both factors of
-g = sigmoid(s * c) start near zero, so g sits at a flat 0.5 and dg/ds = g (1 - g) c is tiny: in the first
-trained checkpoints the channel-mean gate of every layer had a spatial standard deviation of 0.0002-0.011
-after 6000 UNet steps. Here the channel attention is an SE-style sigmoid whose last bias starts at
-``CHANNEL_BIAS`` (c ~ 0.95, the mask passes almost unchanged), and the depthwise mask starts with He-normal
-weights, so s has a spread of about one unit. At initialisation the gate's mean per-channel spatial
-standard deviation is then about 0.1 (0.115 on MSRS validation pairs) instead of about 0.02, and the mask's
-gradient is about 2.6 times larger (tests/test_blocks.py measures both against the default form). Measured
-effect after training: stage 1 flattens the spatial spread to about 0.04 within 300 steps and keeps it there
-(0.0375 after 6000 steps), with 13-21 % of the gate values beyond 0.2 / 0.8 in the middle layers; an
-unbounded channel attention 1 + MLP did the same, and tuning the gates with the fusion loss in stage 2
-(``TrainConfig.gate_lr``, 300 steps at lr 1e-3) left the spread at 0.0375 (docs/training.md).
-
-``mask_norm`` (``UNetConfig.gfs_mask_norm``, off in the presets): the mask reads its half of the features
-through a GroupNorm, so stage 1 cannot flatten the gate by shrinking that half of the 1x1 expansion. The
-gate is still sigmoid(s * c) of eq. 7. Measured: 0.180 at initialisation, 0.069 after 600 stage-1 steps
-(0.040 without) and 0.0613 on MSRS test after 6000; but the weight-map head trained on that UNet settled
-on a copy of the pixel maximum (validation rank 3.43-3.57 against 2.57), so the presets keep the plain mask;
-the shipped checkpoints use it with heads carried over from the plain-mask UNet. With either mask most of
-the spread lies in the outer two pixels of each map (zero padding) and the rest is nearly the same map for
-every input: the trained gates encode position more than content (docs/training.md).
-
-``standardise_mask`` (``UNetConfig.gfs_standardise_mask``, off in the presets): s is brought to zero spatial
-mean and unit spatial standard deviation per sample and channel before eq. 7, so the logit s * c has spatial
-spread c and the gate's contrast is the channel attention alone. Measured with both options after 4000
-stage-1 steps: spread 0.1395 on MSRS test and 0.0418 without the border (without the option 0.0613 and 0.0160); stage 1
-still closes the outer layers' gates by shrinking c (0.95 -> 0.03-0.07), and the inner layers keep drawing
-the same map for every input. The shipped ``dgd-general`` uses it.
+Options, both off in the presets: ``mask_norm`` (``UNetConfig.gfs_mask_norm``) reads the mask's half of the
+features through a GroupNorm; ``standardise_mask`` (``UNetConfig.gfs_standardise_mask``) brings s to zero
+spatial mean and unit spatial standard deviation per sample and channel, so the gate's contrast is c alone.
+Initialisation (ours; the paper is silent): c is an SE-style sigmoid whose last bias starts at
+``CHANNEL_BIAS`` and the mask starts He-normal, so g does not start at a flat 0.5. What each choice did in
+training is in docs/training.md ("The gates").
 
 Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 """
