@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import PIL.ImageFile
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -23,7 +24,7 @@ from gradio_client.utils import Status
 from PIL import Image
 
 import app
-from fusion_app import limits
+from fusion_app import inputs, limits
 from fusion_app.archive import MAX_ZIP_BYTES, unpack_zip
 from fusion_app.handlers import FusionApp, fail
 from fusion_app.inputs import EXAMPLES as EXAMPLES_DIR
@@ -719,3 +720,72 @@ def test_a_full_queue_refuses_a_request_saying_so(tmp_path, monkeypatch):
         held.go.set()
         demo.close()
 
+
+# ---------------------------------------------------------------------------------------------- one decoding
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[tuple[int, int]]:
+    """The sizes of the images Pillow decodes while the test runs (a header read decodes nothing)."""
+    seen, load = [], PIL.ImageFile.ImageFile.load
+
+    def counting_load(image):
+        if image.tile:  # pixels not decoded yet
+            seen.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", counting_load)
+    return seen
+
+
+def test_a_fusion_reads_each_upload_once(tabs, tmp_path, monkeypatch, decodes):
+    reads = []
+
+    def counting_read(path, **options):
+        reads.append(str(path))
+        return read_image(path, **options)
+
+    monkeypatch.setattr(inputs, "read_image", counting_read)
+    pair = EXAMPLES[MEDICAL]
+    fusion_app = timed_app(tmp_path, Clock(step=limits.FUSE_SECONDS + 1))  # stopped once the sources are read
+    with pytest.raises(gr.Error, match="before the network"):
+        fuse(fusion_app, tabs, pair.a, pair.b)
+    assert sorted(reads) == sorted([str(pair.a), str(pair.b)]) and len(decodes) == 2
+
+
+def test_a_registered_pair_keeps_its_sources_as_read():
+    a, b = (inputs.read_bounded(path, name) for path, name in ((EXAMPLES[MEDICAL].a, "A"), (EXAMPLES[MEDICAL].b, "B")))
+    pair = inputs.load_pair(a, b, TASKS[MEDICAL], resample=False, align=False)
+    assert pair.a is a and pair.b is b and pair.a.bit_depth == 8  # 8-bit sources are scored as exact integers
+    aligned = inputs.load_pair(a, b, TASKS[MEDICAL], resample=False, align=True)
+    assert aligned.a is a and aligned.shift is not None and "shifted" in aligned.warnings[0]
+
+
+def test_the_pairs_of_a_zip_are_checked_from_their_headers(tmp_path, decodes):
+    root = unpack_zip(str(pair_zip(tmp_path / "pairs.zip")), tmp_path / "pairs")
+    pairs = find_pairs(root)
+    assert inputs.check_pairs(pairs, root, "pairs.zip", "evaluate", 50) == 2 * 256 * 256
+    assert decodes == []
+
+
+def test_a_pair_of_two_sizes_is_refused_before_any_decoding(refusing_app, tabs, tmp_path, decodes):
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(small)
+    entries = {"MRI/a.png": EXAMPLES[MEDICAL].a.read_bytes(), "CT/a.png": small.read_bytes()}
+    message = refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "sizes.zip", entries))
+    assert message == ("MRI/a.png is 256 x 256 pixels but CT/a.png is 8 x 8; the two sources of a pair must be "
+                       "registered to one size.")
+    assert decodes == []
+
+
+@pytest.mark.slow
+def test_an_evaluation_decodes_each_source_once(fusion_app, tabs, decodes):
+    evaluate(fusion_app, tabs, None)  # the bundled MRI + CT examples: two pairs of two 256 x 256 files
+    assert decodes == [(256, 256)] * 4
+
+
+@pytest.mark.slow
+def test_a_training_run_decodes_each_source_once(fusion_app, tabs, decodes):
+    started = train(fusion_app, tabs, stage="1", steps=1, batch=1)
+    assert decodes == [(256, 256)] * 4  # PairDataset has read the pairs before the run starts
+    assert "finished" in follow(fusion_app, tabs, started)[tabs.train.status]
