@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import PIL.ImageFile
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -23,35 +24,42 @@ from gradio_client.utils import Status
 from PIL import Image
 
 import app
-from fusion_app.archive import unpack_zip
+from fusion_app import inputs, limits
+from fusion_app.archive import MAX_ZIP_BYTES, unpack_zip
+from fusion_app.handlers import FusionApp, fail
+from fusion_app.inputs import EXAMPLES as EXAMPLES_DIR
+from fusion_app.inputs import FuseOptions, TrainOptions
 from fusion_app.models import AUTO, RANDOM, TASKS, ModelStore
+from fusion_app.sessions import session_folder_name
+from fusion_app.texts import DEFAULT_WINDOW, FROM_SCRATCH
+from fusion_app.views import Tabs, build_tabs
 from fusion_core import find_pairs, read_image, write_dicom_secondary_capture
 
-EXAMPLES = {task: find_pairs(app.EXAMPLES / spec.folder)[0] for task, spec in TASKS.items()}
+EXAMPLES = {task: find_pairs(EXAMPLES_DIR / spec.folder)[0] for task, spec in TASKS.items()}
 MEDICAL = "MRI + CT"
 SESSION = "test-session"
 
 
 @pytest.fixture(scope="module")
-def fusion_app(tmp_path_factory) -> app.FusionApp:
+def fusion_app(tmp_path_factory) -> FusionApp:
     root = tmp_path_factory.mktemp("app")
-    return app.FusionApp(ModelStore(root / "no-checkpoints", fallback_preset="tiny"), root / "work", poll_seconds=0.1)
+    return FusionApp(ModelStore(root / "no-checkpoints", fallback_preset="tiny"), root / "work", poll_seconds=0.1)
 
 
 @pytest.fixture(scope="module")
-def tabs(fusion_app) -> app.Tabs:
+def tabs(fusion_app) -> Tabs:
     """The components the handlers name (in a Blocks that is never launched)."""
     with gr.Blocks():
-        return app.build_tabs(fusion_app)
+        return build_tabs(fusion_app)
 
 
-def fuse_steps(fusion_app: app.FusionApp, tabs: app.Tabs, a, b, task: str = MEDICAL, choice: str = AUTO,
+def fuse_steps(fusion_app: FusionApp, tabs: Tabs, a, b, task: str = MEDICAL, choice: str = AUTO,
                session: str = SESSION, **options):
     """The fuse handler's outputs, one at a time."""
-    return fusion_app.fuse(tabs.fuse, session, a and str(a), b and str(b), task, choice, app.FuseOptions(**options))
+    return fusion_app.fuse(tabs.fuse, session, a and str(a), b and str(b), task, choice, FuseOptions(**options))
 
 
-def fuse(fusion_app: app.FusionApp, tabs: app.Tabs, a, b, task: str = MEDICAL, choice: str = AUTO,
+def fuse(fusion_app: FusionApp, tabs: Tabs, a, b, task: str = MEDICAL, choice: str = AUTO,
          **options) -> dict:
     """The last (complete) output of the fuse handler; the first holds the image and the network's metrics alone."""
     first, *rest = fuse_steps(fusion_app, tabs, a, b, task, choice, **options)
@@ -62,19 +70,19 @@ def fuse(fusion_app: app.FusionApp, tabs: app.Tabs, a, b, task: str = MEDICAL, c
     return rest[0]
 
 
-def evaluate(fusion_app: app.FusionApp, tabs: app.Tabs, zip_path, task: str = MEDICAL, choice: str = AUTO,
+def evaluate(fusion_app: FusionApp, tabs: Tabs, zip_path, task: str = MEDICAL, choice: str = AUTO,
              progress=lambda *a, **k: None) -> dict:
     return fusion_app.evaluate(tabs.evaluate, SESSION, zip_path and str(zip_path), task, choice, "standard",
                                progress)
 
 
-def train(fusion_app: app.FusionApp, tabs: app.Tabs, start: str = app.FROM_SCRATCH, **options) -> dict:
+def train(fusion_app: FusionApp, tabs: Tabs, start: str = FROM_SCRATCH, **options) -> dict:
     """Start a run from the bundled MRI + CT examples, in the tiny preset unless told otherwise."""
     options = {"preset": "tiny", **options}
-    return fusion_app.start_training(tabs.train, None, MEDICAL, start, app.TrainOptions(**options))
+    return fusion_app.start_training(tabs.train, None, MEDICAL, start, TrainOptions(**options))
 
 
-def follow(fusion_app: app.FusionApp, tabs: app.Tabs, started: dict) -> dict:
+def follow(fusion_app: FusionApp, tabs: Tabs, started: dict) -> dict:
     """Tick the Train tab's timer, as the browser does, until it is stopped; the last tick's outputs, with the
     session's state as it then stands."""
     view, followed = tabs.train, started[tabs.train.followed]
@@ -104,7 +112,7 @@ def zip_of_entries(pairs: list, top: str) -> dict[str, bytes]:
 
 def pair_zip(path: Path, task: str = MEDICAL, top: str = "") -> Path:
     """The bundled pairs of a task as a zip, optionally inside a top folder."""
-    return zip_of(path, zip_of_entries(find_pairs(app.EXAMPLES / TASKS[task].folder), top))
+    return zip_of(path, zip_of_entries(find_pairs(EXAMPLES_DIR / TASKS[task].folder), top))
 
 
 # ---------------------------------------------------------------------------------------------- handlers
@@ -112,21 +120,21 @@ def pair_zip(path: Path, task: str = MEDICAL, top: str = "") -> Path:
 
 def test_build_demo_constructs_without_loading_a_model(tmp_path):
     store = ModelStore(tmp_path, fallback_preset="tiny")
-    demo = app.build_demo(app.FusionApp(store, tmp_path / "work"))
+    demo = app.build_demo(FusionApp(store, tmp_path / "work"))
     assert isinstance(demo, gr.Blocks)
     assert {"fuse", "evaluate", "train", "stop_training"} <= {d.api_name for d in demo.fns.values()}
     assert store._cache == {}  # lazily: the first fusion loads the pipeline
 
 
 def test_fuse_and_train_options_have_one_control_each(tabs):
-    assert list(tabs.fuse.options) == [f.name for f in dataclasses.fields(app.FuseOptions)]
-    assert list(tabs.train.options) == [f.name for f in dataclasses.fields(app.TrainOptions)]
-    for view, defaults in ((tabs.fuse, app.FuseOptions()), (tabs.train, app.TrainOptions())):
+    assert list(tabs.fuse.options) == [f.name for f in dataclasses.fields(FuseOptions)]
+    assert list(tabs.train.options) == [f.name for f in dataclasses.fields(TrainOptions)]
+    for view, defaults in ((tabs.fuse, FuseOptions()), (tabs.train, TrainOptions())):
         assert {name: control.value for name, control in view.options.items()} == dataclasses.asdict(defaults)
 
 
 def test_cpu_heavy_events_share_one_concurrency_group_and_progress_ticks(tmp_path):
-    demo = app.build_demo(app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work"))
+    demo = app.build_demo(FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work"))
     events = {d.api_name: d for d in demo.fns.values()}
     assert {(events[n].concurrency_id, events[n].concurrency_limit) for n in ("fuse", "evaluate", "train")} == {
         ("cpu-heavy", 1)}
@@ -137,16 +145,16 @@ def test_cpu_heavy_events_share_one_concurrency_group_and_progress_ticks(tmp_pat
 
 
 def test_the_queue_is_sized_and_holds_only_events_that_work(tmp_path):
-    demo = app.build_demo(app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work"))
+    demo = app.build_demo(FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work"))
     events = {d.api_name: d for d in demo.fns.values()}
-    assert demo._queue.max_size == app.QUEUE_SIZE
+    assert demo._queue.max_size == limits.QUEUE_SIZE
     assert all(events[name].queue for name in ("fuse", "evaluate", "train"))
     assert not events["training_progress"].queue and not events["stop_training"].queue  # never refused as busy
     assert all(d.show_progress != "hidden" for d in (events["fuse"], events["evaluate"]))  # the place in the queue
 
 
 def test_the_end_of_a_session_removes_its_outputs(tmp_path):
-    fusion_app = app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
+    fusion_app = FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
     demo = app.build_demo(fusion_app)
     unload = [d for d in demo.fns.values() if any(target[1] == "unload" for target in d.targets)]
     mine, theirs = fusion_app.request_dir("mine", "fused"), fusion_app.request_dir("theirs", "fused")
@@ -156,7 +164,7 @@ def test_the_end_of_a_session_removes_its_outputs(tmp_path):
 
 
 def test_a_session_keeps_the_outputs_of_its_latest_request_of_each_kind(tmp_path):
-    fusion_app = app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
+    fusion_app = FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
     first = fusion_app.request_dir("mine", "fused")
     (first / "fused.png").write_bytes(b"x")
     evaluation = fusion_app.request_dir("mine", "evaluations")
@@ -170,9 +178,9 @@ def test_a_session_keeps_the_outputs_of_its_latest_request_of_each_kind(tmp_path
 
 
 def test_the_outputs_of_a_session_idle_for_an_hour_are_pruned(tmp_path):
-    fusion_app = app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
+    fusion_app = FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
     idle, back = fusion_app.request_dir("idle", "fused"), fusion_app.request_dir("back", "fused")
-    long_ago = time.time() - app.KEEP_OUTPUTS_SECONDS - 60
+    long_ago = time.time() - limits.KEEP_OUTPUTS_SECONDS - 60
     for folder in (idle.parent.parent, back.parent.parent):
         os.utime(folder, (long_ago, long_ago))
     newest = fusion_app.request_dir("back", "evaluations")  # a session back after an hour keeps its outputs
@@ -180,23 +188,23 @@ def test_the_outputs_of_a_session_idle_for_an_hour_are_pruned(tmp_path):
 
 
 
-def test_a_session_end_removes_the_empty_files_uploads_left_in_gradios_cache(tmp_path, monkeypatch):
+def test_the_app_leaves_gradios_cache_to_gradio(tmp_path, monkeypatch):
+    # Gradio's cache is swept by Gradio (``delete_cache``); the app reads and cleans only its own folders
     cache = tmp_path / "gradio"
-    (cache / "a1b2").mkdir(parents=True)
+    cache.mkdir()
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
-    long_ago = time.time() - app.EMPTY_UPLOAD_SECONDS - 10
-    left, fresh, kept = cache / "tmpleft", cache / "tmpfresh", cache / "tmpkept"
-    for path in (left, fresh):
-        path.touch()
-    kept.write_bytes(b"data")
-    other, inner = cache / "notes", cache / "a1b2" / "tmpinner"  # not Gradio's leftovers: not touched
-    for path in (other, inner):
-        path.touch()
-    for path in (left, kept, other, inner):
-        os.utime(path, (long_ago, long_ago))
-    app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work").end_session("mine")
-    assert not left.exists()
-    assert fresh.exists() and kept.exists() and other.exists() and inner.exists()
+    long_ago = time.time() - 24 * 3600
+    left = cache / "tmpleft"
+    left.touch()
+    os.utime(left, (long_ago, long_ago))
+    fusion_app = FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
+    fusion_app.request_dir("mine", "fused")
+    fusion_app.end_session("mine")
+    assert left.exists()
+    sources = [Path(app.__file__), *Path(app.__file__).parent.joinpath("fusion_app").glob("*.py")]
+    for private in ("get_upload_folder", "GRADIO_TEMP_DIR", "gradio.utils"):
+        assert [p.name for p in sources if private in p.read_text(encoding="utf-8")] == [], private
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
@@ -227,7 +235,7 @@ def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tabs, tmp_path):
         paths.append(tmp_path / f"Doe_Jane_{modality}.dcm")  # named after a patient, as DICOM files often are
         write_dicom_secondary_capture(paths[-1], read_image(source).pixels, modality_hint=modality)
     column = tabs.fuse.source_a
-    shown = fusion_app.preview(column, str(paths[0]), app.DEFAULT_WINDOW, 0)
+    shown = fusion_app.preview(column, str(paths[0]), DEFAULT_WINDOW, 0)
     assert shown[column.preview].shape == (256, 256) and shown[column.info].startswith("DICOM MR")
     assert shown[column.dicom].visible and not shown[column.frames].visible  # one frame: nothing to choose
     out = fuse(fusion_app, tabs, *paths, window_b="bone (W 2000, L 500)")
@@ -241,7 +249,7 @@ def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tabs, tmp_path):
 def test_a_new_upload_resets_its_dicom_options_and_shows_its_preview(fusion_app, tabs):
     column = tabs.fuse.source_b
     shown = fusion_app.source_changed(column, str(EXAMPLES[MEDICAL].b))
-    assert shown[column.window]["value"] == app.DEFAULT_WINDOW and shown[column.frame]["value"] == 0
+    assert shown[column.window]["value"] == DEFAULT_WINDOW and shown[column.frame]["value"] == 0
     assert shown[column.preview].shape == (256, 256) and not shown[column.dicom].visible
     assert not shown[column.frames].visible
     cleared = fusion_app.source_changed(column, None)
@@ -260,7 +268,7 @@ def test_a_multi_page_tiff_shows_its_frame_choice_and_the_frame_read(fusion_app,
     shown = fusion_app.source_changed(column, str(tiff))
     assert shown[column.frames].visible and not shown[column.dicom].visible
     assert shown[column.info] == "256 × 256 px · 8-bit · gray · 2 frames"
-    second = fusion_app.preview(column, str(tiff), app.DEFAULT_WINDOW, 1)[column.preview]
+    second = fusion_app.preview(column, str(tiff), DEFAULT_WINDOW, 1)[column.preview]
     np.testing.assert_array_equal(second, 255 - shown[column.preview])
 
 
@@ -296,10 +304,10 @@ def test_bad_preview_warns_and_keeps_working(fusion_app, tabs, tmp_path):
     column = tabs.fuse.source_a
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.warns(UserWarning, match="not a recognised image"):
-        shown = fusion_app.preview(column, str(tmp_path / "notes.txt"), app.DEFAULT_WINDOW, 0)
+        shown = fusion_app.preview(column, str(tmp_path / "notes.txt"), DEFAULT_WINDOW, 0)
     assert shown[column.preview] is None and "not a recognised image" in shown[column.info]
     assert column.dicom not in shown  # the DICOM options stay as they were
-    shown = fusion_app.preview(column, str(EXAMPLES[MEDICAL].a), app.DEFAULT_WINDOW, 0)
+    shown = fusion_app.preview(column, str(EXAMPLES[MEDICAL].a), DEFAULT_WINDOW, 0)
     assert shown[column.preview].shape == (256, 256)
 
 
@@ -395,7 +403,7 @@ def test_evaluates_an_uploaded_zip_and_refuses_zip_slip(fusion_app, tabs, tmp_pa
 
 @pytest.mark.slow
 def test_evaluates_the_fused_images_a_zip_brings_as_methods(fusion_app, tabs, tmp_path):
-    pairs = find_pairs(app.EXAMPLES / TASKS[MEDICAL].folder)
+    pairs = find_pairs(EXAMPLES_DIR / TASKS[MEDICAL].folder)
     theirs = {f"upload/fused/theirs/{pair.name}.png": pair.b.read_bytes() for pair in pairs}  # B as "fused"
     archive = zip_of(tmp_path / "pairs.zip", {**zip_of_entries(pairs, "upload/"), **theirs})
     view = tabs.evaluate
@@ -481,8 +489,8 @@ def client(fusion_app, tmp_path_factory):
 @pytest.mark.parametrize("task", list(TASKS))
 def test_api_fuses_an_example_of_each_task(client, task):
     pair = EXAMPLES[task]
-    outputs = client.predict(handle_file(str(pair.a)), handle_file(str(pair.b)), task, AUTO, app.DEFAULT_WINDOW, 0,
-                             app.DEFAULT_WINDOW, 0, "5, 50, 100", 0, False, False, api_name="/fuse")
+    outputs = client.predict(handle_file(str(pair.a)), handle_file(str(pair.b)), task, AUTO, DEFAULT_WINDOW, 0,
+                             DEFAULT_WINDOW, 0, "5, 50, 100", 0, False, False, api_name="/fuse")
     fused = read_image(outputs[0]).pixels
     assert fused.shape[:2] == read_image(pair.a).pixels.shape[:2] and "| DGD-Fusion |" in outputs[6]
 
@@ -492,14 +500,14 @@ def test_api_reports_a_bad_upload(client, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(AppError, match="not a recognised image"):
         client.predict(handle_file(str(tmp_path / "notes.txt")), handle_file(str(EXAMPLES[MEDICAL].b)), MEDICAL,
-                       AUTO, app.DEFAULT_WINDOW, 0, app.DEFAULT_WINDOW, 0, "", 0, False, False, api_name="/fuse")
+                       AUTO, DEFAULT_WINDOW, 0, DEFAULT_WINDOW, 0, "", 0, False, False, api_name="/fuse")
 
 
 @pytest.mark.slow
 def test_api_evaluates_then_trains_and_follows_the_run(client):
     summary, means, *_ = client.predict(None, "MRI + PET", AUTO, "standard", api_name="/evaluate")
     assert "2 pairs" in summary and "| DGD-Fusion |" in means
-    started = client.predict(None, MEDICAL, app.FROM_SCRATCH, "tiny", "2", 1, 1, 64, 1e-4, api_name="/train")
+    started = client.predict(None, MEDICAL, FROM_SCRATCH, "tiny", "2", 1, 1, 64, 1e-4, api_name="/train")
     assert started[1] == "Training…"
     for _ in range(600):  # the client's session holds the run it started, as a browser tab's does
         progress, status, _, _, checkpoint_zip, *_ = client.predict(api_name="/training_progress")
@@ -510,31 +518,31 @@ def test_api_evaluates_then_trains_and_follows_the_run(client):
 
 
 def test_messages_are_plain_text_for_gradio_to_sanitize():
-    assert app._fail("got 'five' <b>").message == "got 'five' <b>"  # escaped once, by gradio, not twice
+    assert fail("got 'five' <b>").message == "got 'five' <b>"  # escaped once, by gradio, not twice
 
 
 def test_too_small_and_too_large_images_are_refused_before_fusion(fusion_app, tabs, tmp_path, monkeypatch):
     Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "tiny.png")
     with pytest.raises(gr.Error, match=r"source A \(MRI\) is 2 x 2 pixels; .* at least 7 x 7 pixels"):
         fuse(fusion_app, tabs, tmp_path / "tiny.png", tmp_path / "tiny.png")
-    monkeypatch.setattr(app, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(limits, "MAX_PIXELS", 100 * 100)
     with pytest.raises(gr.Error, match=r"is 256 x 256 pixels; the app fuses at most 10,000 .*python -m fusion_core"):
         fuse(fusion_app, tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b)
 
 
 @pytest.fixture
-def refusing_app(tmp_path) -> app.FusionApp:
+def refusing_app(tmp_path) -> FusionApp:
     """An app of its own, so that its work folder shows what a refused evaluation left."""
-    return app.FusionApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work")
+    return FusionApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work")
 
 
-def session_outputs(fusion_app: app.FusionApp, kind: str, session: str = SESSION) -> list[Path]:
+def session_outputs(fusion_app: FusionApp, kind: str, session: str = SESSION) -> list[Path]:
     """The request folders of a session's ``kind`` of outputs."""
-    folder = fusion_app.work_dir / "sessions" / app._session_folder(session) / kind
+    folder = fusion_app.work_dir / "sessions" / session_folder_name(session) / kind
     return sorted(folder.iterdir()) if folder.is_dir() else []
 
 
-def refused_evaluation(refusing_app: app.FusionApp, tabs: app.Tabs, zip_path: Path | None) -> str:
+def refused_evaluation(refusing_app: FusionApp, tabs: Tabs, zip_path: Path | None) -> str:
     """The message of an evaluation that must be refused before any fusion; nothing of it stays behind."""
     with pytest.raises(gr.Error) as error:
         evaluate(refusing_app, tabs, zip_path, progress=lambda *a, **k: pytest.fail("fused"))
@@ -543,11 +551,11 @@ def refused_evaluation(refusing_app: app.FusionApp, tabs: app.Tabs, zip_path: Pa
 
 
 def test_evaluation_is_bounded_before_any_fusion(refusing_app, tabs, tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "MAX_EVALUATE_PAIRS", 1)
+    monkeypatch.setattr(limits, "MAX_EVALUATE_PAIRS", 1)
     assert refused_evaluation(refusing_app, tabs, pair_zip(tmp_path / "pairs.zip")) == (
         "pairs.zip holds 2 pairs; the app evaluates at most 1. Use `python -m fusion_core evaluate` for more.")
-    monkeypatch.setattr(app, "MAX_EVALUATE_PAIRS", 50)
-    monkeypatch.setattr(app, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(limits, "MAX_EVALUATE_PAIRS", 50)
+    monkeypatch.setattr(limits, "MAX_PIXELS", 100 * 100)
     message = refused_evaluation(refusing_app, tabs, pair_zip(tmp_path / "pairs.zip"))
     assert message.startswith(f"MRI/{EXAMPLES[MEDICAL].a.name} is 256 x 256 pixels; the app fuses at most 10,000")
 
@@ -565,7 +573,7 @@ def test_evaluation_names_the_bad_file_of_a_zip(refusing_app, tabs, tmp_path):
 
 
 def test_the_app_caps_the_size_of_an_upload():
-    assert app.LAUNCH_OPTIONS["max_file_size"] == app.MAX_ZIP_BYTES
+    assert app.LAUNCH_OPTIONS["max_file_size"] == MAX_ZIP_BYTES
 
 
 # ---------------------------------------------------------------------------------------------- time limits
@@ -582,14 +590,14 @@ class Clock:
         return self.now
 
 
-def timed_app(tmp_path: Path, clock: Clock) -> app.FusionApp:
-    return app.FusionApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work",
+def timed_app(tmp_path: Path, clock: Clock) -> FusionApp:
+    return FusionApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work",
                          clock=clock)
 
 
 def test_a_fusion_out_of_time_before_the_network_does_not_run_it(tabs, tmp_path):
-    fusion_app = timed_app(tmp_path, Clock(step=app.FUSE_SECONDS + 1))  # every stage looks slow
-    with pytest.raises(gr.Error, match=f"longer than {app.FUSE_SECONDS} s and was stopped before the network"):
+    fusion_app = timed_app(tmp_path, Clock(step=limits.FUSE_SECONDS + 1))  # every stage looks slow
+    with pytest.raises(gr.Error, match=f"longer than {limits.FUSE_SECONDS} s and was stopped before the network"):
         fuse(fusion_app, tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b)
     assert fusion_app.models._cache == {}  # no network was even loaded
 
@@ -600,11 +608,11 @@ def test_a_fusion_out_of_time_keeps_its_image_and_stops_the_comparison(tabs, tmp
     steps = fuse_steps(timed_app(tmp_path, clock), tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b)
     first = next(steps)
     assert first[tabs.fuse.fused].shape == (256, 256) and "| DGD-Fusion |" in first[tabs.fuse.metrics]
-    clock.now += app.FUSE_SECONDS + 1
+    clock.now += limits.FUSE_SECONDS + 1
     with pytest.raises(gr.Error) as error:
         next(steps)
     assert error.value.message == (
-        f"This request took longer than {app.FUSE_SECONDS} s and was stopped while comparing with the classical "
+        f"This request took longer than {limits.FUSE_SECONDS} s and was stopped while comparing with the classical "
         "baselines (the fused image above is complete); try a smaller image, or `python -m fusion_core fuse` on "
         "your own machine.")
 
@@ -615,13 +623,13 @@ def test_an_evaluation_out_of_time_stops_at_the_next_image_and_leaves_nothing(ta
 
     def progress(done_total, desc):
         ticks.append(done_total)
-        clock.now += app.EVALUATE_SECONDS + 1
+        clock.now += limits.EVALUATE_SECONDS + 1
 
     with pytest.raises(gr.Error) as error:
         evaluate(fusion_app, tabs, None, progress=progress)
     assert ticks == [(1, 10)]  # 2 pairs x 5 methods: stopped at the second image
     assert error.value.message == (
-        f"This request took longer than {app.EVALUATE_SECONDS} s and was stopped after 2 of 10 fused images; try "
+        f"This request took longer than {limits.EVALUATE_SECONDS} s and was stopped after 2 of 10 fused images; try "
         "fewer or smaller pairs, or `python -m fusion_core evaluate` on your own machine.")
     assert session_outputs(fusion_app, "evaluations") == []
 
@@ -629,35 +637,35 @@ def test_an_evaluation_out_of_time_stops_at_the_next_image_and_leaves_nothing(ta
 # ---------------------------------------------------------------------------------------------- train tab bounds
 
 
-def refused_training(fusion_app: app.FusionApp, tabs: app.Tabs, zip_path: Path | None = None, **options) -> str:
+def refused_training(fusion_app: FusionApp, tabs: Tabs, zip_path: Path | None = None, **options) -> str:
     """The message of a training run refused before it starts; nothing of it stays behind."""
     with pytest.raises(gr.Error) as error:
-        fusion_app.start_training(tabs.train, zip_path and str(zip_path), MEDICAL, app.FROM_SCRATCH,
-                                  app.TrainOptions(**{"preset": "tiny", **options}))
+        fusion_app.start_training(tabs.train, zip_path and str(zip_path), MEDICAL, FROM_SCRATCH,
+                                  TrainOptions(**{"preset": "tiny", **options}))
     assert list((fusion_app.work_dir / "training").iterdir()) == [] and not fusion_app.trainer.busy
     return error.value.message
 
 
 def test_training_is_bounded_before_it_starts(refusing_app, tabs, tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "MAX_TRAIN_PAIRS", 1)
+    monkeypatch.setattr(limits, "MAX_TRAIN_PAIRS", 1)
     assert refused_training(refusing_app, tabs, pair_zip(tmp_path / "pairs.zip")) == (
         "pairs.zip holds 2 pairs; the app trains on at most 1. Use `python -m fusion_core train` for more.")
-    monkeypatch.setattr(app, "MAX_TRAIN_PIXELS", 256 * 256)
-    monkeypatch.setattr(app, "MAX_TRAIN_PAIRS", 500)
+    monkeypatch.setattr(limits, "MAX_TRAIN_PIXELS", 256 * 256)
+    monkeypatch.setattr(limits, "MAX_TRAIN_PAIRS", 500)
     assert refused_training(refusing_app, tabs) == (
         "The bundled MRI + CT example set holds 131,072 pixels per source; the app trains on at most 65,536 in all "
         "(a run holds them in memory). Use fewer or smaller pairs, or `python -m fusion_core train`.")
-    monkeypatch.setattr(app, "MAX_TRAIN_PIXELS", 2**28)
-    message = refused_training(refusing_app, tabs, steps=app.MAX_TRAIN_STEPS + 1)
-    assert message == (f"Steps per stage must lie between 1 and {app.MAX_TRAIN_STEPS:,} in the app (got "
-                       f"{app.MAX_TRAIN_STEPS + 1:,}); train longer with `python -m fusion_core train`.")
-    monkeypatch.setattr(app, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(limits, "MAX_TRAIN_PIXELS", 2**28)
+    message = refused_training(refusing_app, tabs, steps=limits.MAX_TRAIN_STEPS + 1)
+    assert message == (f"Steps per stage must lie between 1 and {limits.MAX_TRAIN_STEPS:,} in the app (got "
+                       f"{limits.MAX_TRAIN_STEPS + 1:,}); train longer with `python -m fusion_core train`.")
+    monkeypatch.setattr(limits, "MAX_PIXELS", 100 * 100)
     message = refused_training(refusing_app, tabs, pair_zip(tmp_path / "pairs.zip"))
     assert message.startswith(f"MRI/{EXAMPLES[MEDICAL].a.name} is 256 x 256 pixels; the app fuses at most 10,000")
 
 
 def test_the_train_tab_names_its_seed_and_limits(tmp_path):
-    demo = app.build_demo(app.FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work"))
+    demo = app.build_demo(FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work"))
     texts = [block.value or "" for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
     train = next(text for text in texts if text.startswith("Train or fine-tune"))
     assert "training seed `train.seed` = 0" in train and "at most 500 pairs" in train and "10,000 steps" in train
@@ -672,7 +680,7 @@ def test_an_out_of_range_seed_is_refused_before_fusion(refusing_app, tabs):
 # ---------------------------------------------------------------------------------------------- a full queue
 
 
-class HeldApp(app.FusionApp):
+class HeldApp(FusionApp):
     """An app whose fusions wait until the test lets them go."""
 
     def __init__(self, *args, **kwargs):
@@ -687,14 +695,14 @@ class HeldApp(app.FusionApp):
 
 @pytest.mark.slow
 def test_a_full_queue_refuses_a_request_saying_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "QUEUE_SIZE", 1)
+    monkeypatch.setattr(limits, "QUEUE_SIZE", 1)
     held = HeldApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work")
     demo = app.build_demo(held)
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
                 **app.LAUNCH_OPTIONS)
     try:
         client = Client(demo.local_url, verbose=False, analytics_enabled=False, download_files=False)
-        inputs = (None, None, MEDICAL, AUTO, app.DEFAULT_WINDOW, 0, app.DEFAULT_WINDOW, 0, "5, 50, 100", 0, False,
+        inputs = (None, None, MEDICAL, AUTO, DEFAULT_WINDOW, 0, DEFAULT_WINDOW, 0, "5, 50, 100", 0, False,
                   False)
         running = client.submit(*inputs, api_name="/fuse")
         assert held.started.wait(30)
@@ -711,3 +719,73 @@ def test_a_full_queue_refuses_a_request_saying_so(tmp_path, monkeypatch):
     finally:
         held.go.set()
         demo.close()
+
+
+# ---------------------------------------------------------------------------------------------- one decoding
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[tuple[int, int]]:
+    """The sizes of the images Pillow decodes while the test runs (a header read decodes nothing)."""
+    seen, load = [], PIL.ImageFile.ImageFile.load
+
+    def counting_load(image):
+        if image.tile:  # pixels not decoded yet
+            seen.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", counting_load)
+    return seen
+
+
+def test_a_fusion_reads_each_upload_once(tabs, tmp_path, monkeypatch, decodes):
+    reads = []
+
+    def counting_read(path, **options):
+        reads.append(str(path))
+        return read_image(path, **options)
+
+    monkeypatch.setattr(inputs, "read_image", counting_read)
+    pair = EXAMPLES[MEDICAL]
+    fusion_app = timed_app(tmp_path, Clock(step=limits.FUSE_SECONDS + 1))  # stopped once the sources are read
+    with pytest.raises(gr.Error, match="before the network"):
+        fuse(fusion_app, tabs, pair.a, pair.b)
+    assert sorted(reads) == sorted([str(pair.a), str(pair.b)]) and len(decodes) == 2
+
+
+def test_a_registered_pair_keeps_its_sources_as_read():
+    a, b = (inputs.read_bounded(path, name) for path, name in ((EXAMPLES[MEDICAL].a, "A"), (EXAMPLES[MEDICAL].b, "B")))
+    pair = inputs.load_pair(a, b, TASKS[MEDICAL], resample=False, align=False)
+    assert pair.a is a and pair.b is b and pair.a.bit_depth == 8  # 8-bit sources are scored as exact integers
+    aligned = inputs.load_pair(a, b, TASKS[MEDICAL], resample=False, align=True)
+    assert aligned.a is a and aligned.shift is not None and "shifted" in aligned.warnings[0]
+
+
+def test_the_pairs_of_a_zip_are_checked_from_their_headers(tmp_path, decodes):
+    root = unpack_zip(str(pair_zip(tmp_path / "pairs.zip")), tmp_path / "pairs")
+    pairs = find_pairs(root)
+    assert inputs.check_pairs(pairs, root, "pairs.zip", "evaluate", 50) == 2 * 256 * 256
+    assert decodes == []
+
+
+def test_a_pair_of_two_sizes_is_refused_before_any_decoding(refusing_app, tabs, tmp_path, decodes):
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(small)
+    entries = {"MRI/a.png": EXAMPLES[MEDICAL].a.read_bytes(), "CT/a.png": small.read_bytes()}
+    message = refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "sizes.zip", entries))
+    assert message == ("MRI/a.png is 256 x 256 pixels but CT/a.png is 8 x 8; the two sources of a pair must be "
+                       "registered to one size.")
+    assert decodes == []
+
+
+@pytest.mark.slow
+def test_an_evaluation_decodes_each_source_once(fusion_app, tabs, decodes):
+    evaluate(fusion_app, tabs, None)  # the bundled MRI + CT examples: two pairs of two 256 x 256 files
+    assert decodes == [(256, 256)] * 4
+
+
+@pytest.mark.slow
+def test_a_training_run_decodes_each_source_once(fusion_app, tabs, decodes):
+    started = train(fusion_app, tabs, stage="1", steps=1, batch=1)
+    assert decodes == [(256, 256)] * 4  # PairDataset has read the pairs before the run starts
+    assert "finished" in follow(fusion_app, tabs, started)[tabs.train.status]

@@ -13,7 +13,10 @@ Imports run one way. A module may import modules of its own tier or of the tiers
 | training and evaluation | distributed, data, losses, validation, evaluate, folder_fusion, train, experiments, bench, |
 | | and the package's re-exports |
 | command line | cli, __main__ |
-| app | app.py, fusion_app/ (the only place gradio is imported: app.py) |
+| app domain | fusion_app/: archive, deadline, figures, models, training, limits, texts, inputs, reports, sessions, |
+| | device (no gradio) |
+| app interface | fusion_app/views, fusion_app/handlers (gradio: the components and the handlers that raise gr.Error) |
+| app entry | app.py (gradio: layout and wiring) |
 
 Imports inside functions count too: a lazy import is still a dependency. The table below is the same one;
 every module of the repository's code must be in it, so a new module is placed on purpose.
@@ -48,11 +51,16 @@ TIERS: list[tuple[str, tuple[str, ...]]] = [
                                  "fusion_core.train", "fusion_core.experiments", "fusion_core.bench",
                                  "fusion_core")),
     ("command line", ("fusion_core.cli", "fusion_core.__main__")),
-    ("app", ("fusion_app", "fusion_app.archive", "fusion_app.deadline", "fusion_app.figures", "fusion_app.models",
-             "fusion_app.training", "app")),
+    ("app domain", ("fusion_app", "fusion_app.archive", "fusion_app.deadline", "fusion_app.figures",
+                    "fusion_app.models", "fusion_app.training", "fusion_app.limits", "fusion_app.texts",
+                    "fusion_app.inputs", "fusion_app.reports", "fusion_app.sessions", "fusion_app.device")),
+    ("app interface", ("fusion_app.views", "fusion_app.handlers")),
+    ("app entry", ("app",)),
 ]
 TIER_OF = {module: index for index, (_, modules) in enumerate(TIERS) for module in modules}
 NUMPY_SIDE = TIERS[1][1]
+APP_DOMAIN = next(modules for name, modules in TIERS if name == "app domain")
+GRADIO_TIERS = ("app interface", "app entry")  # the only tiers that may import gradio
 PACKAGES = ("fusion_core", "fusion_app")
 
 
@@ -158,9 +166,35 @@ def test_relative_imports_resolve_like_python():
     assert imports_of("fusion_core.cli", "def f():\n    from .bench import run\n", known) == {"fusion_core.bench"}
 
 
-def test_only_app_py_imports_gradio():
+def test_only_the_app_interface_and_entry_import_gradio():
     importers = sorted(module for module in SOURCES if "gradio" in _external_roots(module))
-    assert importers == ["app"]
+    assert [m for m in importers if TIERS[TIER_OF[m]][0] not in GRADIO_TIERS] == []
+    assert "app" in importers
+
+
+@pytest.mark.parametrize("module", APP_DOMAIN)
+def test_the_app_domain_never_imports_gradio(module):
+    assert "gradio" not in _external_roots(module)
+
+
+def test_the_app_modules_import_without_cycles():
+    app_modules = {m for m in SOURCES if TIERS[TIER_OF[m]][0].startswith("app")}
+    graph = {m: _internal_imports(m) & app_modules - {m} for m in app_modules}
+    cycles, state = [], {}  # state: 1 while on the current path, 2 when finished
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for imported in sorted(graph[module]):
+            if state.get(imported) == 1:
+                cycles.append(" -> ".join(path[path.index(imported):] + [module, imported]))
+            elif imported not in state:
+                visit(imported, path + [module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    assert cycles == []
 
 
 @pytest.mark.parametrize("module", NUMPY_SIDE)
@@ -172,7 +206,7 @@ def test_config_uses_the_standard_library_only():
     assert _external_roots("fusion_core.config") - set(sys.stdlib_module_names) - {"__future__"} == set()
 
 
-@pytest.mark.parametrize("module", [m for m in SOURCES if TIERS[TIER_OF[m]][0] == "app"])
+@pytest.mark.parametrize("module", [m for m in SOURCES if TIERS[TIER_OF[m]][0].startswith("app")])
 def test_the_app_uses_the_public_api_only(module):
     # the app calls only the public API (what fusion_core/__init__.py re-exports), never a submodule
     reached = {name for name in _internal_imports(module) if name.startswith("fusion_core")}

@@ -31,7 +31,9 @@ from pathlib import Path
 
 from gradio_client import Client, handle_file
 
-from app import AUTO, DEFAULT_WINDOW, EXAMPLES, TASKS, FuseOptions
+from fusion_app.inputs import EXAMPLES, FuseOptions
+from fusion_app.models import AUTO, TASKS
+from fusion_app.texts import DEFAULT_WINDOW
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "Infrared + visible"

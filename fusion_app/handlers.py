@@ -1,0 +1,366 @@
+"""The handlers of the UI: each turns UI values into calls of the ``fusion_core`` public API and its results back
+into UI values, and every refused input into a message a person can act on (``gr.Error``), never a traceback.
+
+Handlers that write several components take the view of their tab (or column) first and return
+``{component: value}``; components they leave out keep their value. One class per tab (``FuseHandlers``,
+``EvaluateHandlers``, ``TrainHandlers``) over the state they share (``AppState``: the model store, the trainer,
+the sessions' output folders, the clock of the time limits); ``FusionApp`` is all of them. Imports gradio.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from fusion_app import limits
+from fusion_app.archive import external_methods, zip_checkpoint
+from fusion_app.deadline import Deadline, TimeLimitExceeded
+from fusion_app.device import ON_ZERO_GPU, evaluate_on_device, fuse_on_device, on_accelerator
+from fusion_app.figures import attention_figure, expert_figure, gate_figure, loss_figure
+from fusion_app.inputs import (
+    FuseOptions,
+    InputError,
+    TrainOptions,
+    check_pairs,
+    check_training_pixels,
+    load_pair,
+    pairs_root,
+    read_source,
+    source_name,
+    train_configs,
+    usable_pairs,
+)
+from fusion_app.models import RANDOM, TASKS, ModelStore
+from fusion_app.reports import (
+    NETWORK,
+    about_markdown,
+    compare_methods,
+    describe_source,
+    dicom_markdown,
+    download_stem,
+    evaluation_rows,
+    evaluation_summary,
+    network_metrics,
+    network_table,
+    notes_markdown,
+    training_status,
+    write_downloads,
+)
+from fusion_app.sessions import SessionFolders
+from fusion_app.texts import DEFAULT_WINDOW, FROM_SCRATCH, WINDOWS
+from fusion_app.training import Trainer, TrainingJob, progress_html, training_card
+from fusion_app.views import EvaluateView, FuseView, SourceColumn, TrainView
+from fusion_core import (
+    CheckpointError,
+    FusionPipeline,
+    FusionResult,
+    ImageLoadError,
+    Intermediates,
+    LoadedPair,
+    PairDataset,
+    TrainConfig,
+    check_seed,
+    parse_timesteps,
+    read_image,
+    to_uint8,
+)
+
+
+def fail(message: str) -> gr.Error:
+    """A red message in the UI, as plain text: Gradio sanitizes the HTML of its messages itself (file names are
+    user data), so escaping here too showed entities such as ``&#x27;`` instead of quotes."""
+    return gr.Error(message, print_exception=False)
+
+
+@contextmanager
+def user_messages() -> Iterator[None]:
+    """Refused inputs and exceeded time limits as messages in the UI."""
+    try:
+        yield
+    except (InputError, TimeLimitExceeded) as error:
+        raise fail(str(error)) from None
+
+
+@dataclass(frozen=True)
+class FollowedRun:
+    """The training run a session follows (the Train tab's ``gr.State``): its name, the loss points shown."""
+
+    name: str
+    shown: int = -1
+
+
+class AppState:
+    """What the handlers share: one model store, one trainer, one folder for outputs (``work_dir``), in which a
+    request writes its files into a folder of its own in its session's folder (``SessionFolders``). ``clock``
+    times the requests' limits."""
+
+    def __init__(self, models: ModelStore | None = None, work_dir: Path | None = None, poll_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.models = models or ModelStore()
+        self.work_dir = Path(work_dir or Path(tempfile.gettempdir()) / "dgd-fusion-app")
+        self.sessions = SessionFolders(self.work_dir / "sessions")
+        self.clock = clock
+        if ON_ZERO_GPU:  # a GPU only inside decorated calls, so train in checkpointed chunks
+            self.trainer = Trainer("cuda", chunk_steps=limits.ZERO_GPU_CHUNK_STEPS, accelerate=on_accelerator)
+        else:
+            self.trainer = Trainer("cuda" if torch.cuda.is_available() else "cpu")
+        self.poll_seconds = poll_seconds  # how often the Train tab's timer asks for progress
+        self.runs: dict[str, TrainingJob] = {}  # every run started here, by name, for the sessions following them
+
+    def request_dir(self, session: str, kind: str) -> Path:
+        """A new folder for one request's outputs (``SessionFolders.request_dir``)."""
+        return self.sessions.request_dir(session, kind)
+
+    def end_session(self, session: str) -> None:
+        """A session ended (its tab closed): its outputs go."""
+        self.sessions.end(session)
+
+    def resolve(self, task: str, choice: str) -> str:
+        """The checkpoint a menu choice names for a task."""
+        try:
+            return self.models.resolve(task, choice)
+        except ValueError as error:
+            raise fail(str(error)) from None
+
+    def model_note(self, task: str, choice: str) -> gr.Markdown:
+        """The model line, highlighted when the network has random weights."""
+        random = self.resolve(task, choice) == RANDOM
+        return gr.Markdown(self.models.describe(task, choice), elem_classes=["warning-note"] if random else [])
+
+
+class FuseHandlers(AppState):
+    """The Fuse tab: the sources' previews, the task's labels, the fusion."""
+
+    def task_changed(self, view: FuseView, task: str, choice: str) -> dict:
+        """Source labels and the model line follow the task."""
+        spec = TASKS[task]
+        return {view.source_a.file: gr.File(label=f"Source A: {spec.a}"),
+                view.source_b.file: gr.File(label=f"Source B: {spec.b}"),
+                view.model_note: self.model_note(task, choice)}
+
+    def preview(self, column: SourceColumn, path: str | None, window: str, frame: float | None) -> dict:
+        """Preview of an upload, its description, the DICOM window shown only for DICOM files and the frame only
+        for files of several frames."""
+        if not path:
+            return {column.preview: None, column.info: "", column.dicom: gr.Group(visible=False),
+                    column.frames: gr.Group(visible=False)}
+        try:
+            image = read_image(path, frame=int(frame or 0), window=WINDOWS.get(window), max_pixels=limits.MAX_PIXELS)
+        except ImageLoadError as error:
+            gr.Warning(f"{Path(path).name}: {error}")
+            return {column.preview: None, column.info: f"⚠️ {error}"}
+        return {column.preview: to_uint8(image.pixels), column.info: describe_source(image),
+                column.dicom: gr.Group(visible=image.dicom is not None),
+                column.frames: gr.Group(visible=image.frames > 1)}
+
+    def source_changed(self, column: SourceColumn, path: str | None) -> dict:
+        """A new upload: its DICOM window and frame back to their defaults, then the preview."""
+        return {column.window: gr.update(value=DEFAULT_WINDOW), column.frame: gr.update(value=0),
+                **self.preview(column, path, DEFAULT_WINDOW, 0)}
+
+    def fuse(self, view: FuseView, session: str, path_a: str | None, path_b: str | None, task: str, choice: str,
+             options: FuseOptions) -> Iterator[dict]:
+        """Fuse the uploaded pair within ``FUSE_SECONDS``; yields the image with the network's own metrics first,
+        then the comparison with the classical baselines and the network's maps. Each upload is decoded once."""
+        deadline = Deadline.start(limits.FUSE_SECONDS, "try a smaller image, or `python -m fusion_core fuse` on "
+                                  "your own machine", self.clock)
+        with user_messages():
+            yield from self._fuse(view, session, path_a, path_b, task, choice, options, deadline)
+
+    def _fuse(self, view: FuseView, session: str, path_a: str | None, path_b: str | None, task: str, choice: str,
+              options: FuseOptions, deadline: Deadline) -> Iterator[dict]:
+        spec = TASKS[task]
+        image_a = read_source(path_a, f"source A ({spec.a})", options.window_a, options.frame_a)
+        image_b = read_source(path_b, f"source B ({spec.b})", options.window_b, options.frame_b)
+        pair = load_pair(image_a, image_b, spec, options.resample, options.align)
+        name = self.resolve(task, choice)
+        deadline.check("before the network's fusion")
+        began = time.perf_counter()
+        pipeline, result = self._fuse_pair(name, pair, options)
+        notes = [f"A: {w}" for w in image_a.warnings] + [f"B: {w}" for w in image_b.warnings] + list(pair.warnings)
+        is_dicom = image_a.dicom is not None or image_b.dicom is not None
+        a8, b8 = to_uint8(pair.a.pixels), to_uint8(pair.b.pixels)
+        shown = {
+            view.fused: result.fused, view.slider_a: (a8, result.fused), view.slider_b: (b8, result.fused),
+            view.downloads: write_downloads(result, pair.b.pixels, self.request_dir(session, "fused"),
+                                            download_stem(path_a, is_dicom), is_dicom),
+            view.notes: notes_markdown(name, str(pipeline.device), time.perf_counter() - began, result, notes),
+            view.dicom_info: dicom_markdown({f"A ({spec.a})": image_a, f"B ({spec.b})": image_b}),
+        }
+        scores = network_metrics(result.fused, pair.a, pair.b)
+        yield shown | {view.metrics: network_table(scores), view.baselines: None, view.experts: None,
+                       view.gates: None, view.attention: None}
+        table, baselines = compare_methods(scores, pair.a, pair.b, deadline)
+        maps = result.intermediates or Intermediates()  # none recorded for a pair fused in tiles
+        yield shown | {view.metrics: table, view.baselines: baselines,
+                       view.experts: expert_figure(maps, result.timesteps),
+                       view.gates: gate_figure(maps, result.timesteps), view.attention: attention_figure(maps)}
+
+    def _fuse_pair(self, name: str, pair: LoadedPair, options: FuseOptions) -> tuple[FusionPipeline, FusionResult]:
+        """The network's fusion of a checked pair, with its intermediates; library errors as UI messages."""
+        torch.set_num_threads(self.trainer.fusion_threads())
+        try:
+            seed = check_seed(int(options.seed or 0))
+            pipeline = self.models.get(name)
+            return pipeline, fuse_on_device(pipeline, pair.a.pixels, pair.b.pixels,
+                                            parse_timesteps(options.timesteps), seed)
+        except (ValueError, CheckpointError) as error:
+            raise fail(str(error)) from None
+
+
+class EvaluateHandlers(AppState):
+    """The Evaluate tab: a zip of pairs (or the bundled examples) scored for every method."""
+
+    def evaluate(self, view: EvaluateView, session: str, zip_path: str | None, task: str, choice: str,
+                 convention: str, progress=gr.Progress()) -> dict:
+        """Fuse and score every pair of a zip (or the bundled examples) with the network and the baselines, and
+        score the fused images of any other methods the zip holds (``fused/NAME/``), within ``EVALUATE_SECONDS``.
+        Only the tables and the chart stay on disk, until they are shown."""
+        out_dir = self.request_dir(session, "evaluations")
+        deadline = Deadline.start(limits.EVALUATE_SECONDS, "try fewer or smaller pairs, or `python -m fusion_core "
+                                  "evaluate` on your own machine", self.clock)
+        try:  # a refused or stopped request leaves nothing behind
+            with user_messages():
+                name, pairs, data, external, result = self._evaluate(out_dir, zip_path, task, choice, convention,
+                                                                     progress, deadline)
+        except BaseException:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        for unshown in (out_dir / "pairs", result.files["fused_dir"]):
+            shutil.rmtree(unshown, ignore_errors=True)
+        return {
+            view.summary: evaluation_summary(len(pairs), data, name, external),
+            view.means: result.files["means_md"].read_text(),
+            view.chart: str(result.files["means_png"]),
+            view.rows: evaluation_rows(result),
+            view.files: [str(result.files["per_image_csv"]), str(result.files["means_csv"])],
+        }
+
+    def _evaluate(self, out_dir: Path, zip_path: str | None, task: str, choice: str, convention: str, progress,
+                  deadline: Deadline):
+        """The pairs checked within the app's bounds from their headers before any fusion, then evaluated into
+        ``out_dir`` (the one decoding of each pair), the deadline checked after each fused image."""
+        root, data = pairs_root(zip_path, task, out_dir / "pairs")
+        pairs = usable_pairs(root, out_dir / "pairs")
+        check_pairs(pairs, root, source_name(zip_path, task), "evaluate", limits.MAX_EVALUATE_PAIRS)
+        external = external_methods(root)
+        name = self.resolve(task, choice)
+        torch.set_num_threads(self.trainer.fusion_threads())
+
+        def tick(done: int, total: int, what: str) -> None:
+            deadline.check(f"after {done} of {total} fused images")
+            progress((done, total), desc=what)
+
+        try:
+            result = evaluate_on_device(root, self.models.get(name), NETWORK, out_dir / "results", convention, tick,
+                                        external)
+        except (ValueError, CheckpointError) as error:
+            raise fail(f"Evaluation failed: {str(error).replace(str(out_dir), 'the zip')}") from None
+        return name, pairs, data, external, result
+
+
+class TrainHandlers(AppState):
+    """The Train tab: start a run, follow it with the timer, stop it."""
+
+    def start_training(self, view: TrainView, zip_path: str | None, task: str, start: str,
+                       options: TrainOptions) -> dict:
+        """Start a run in the background; the Train tab's timer then follows it (``training_progress``)."""
+        if self.trainer.busy:
+            job = self.trainer.job
+            raise fail(f"A training run is already in progress (step {job.step} of {job.total}); only one runs "
+                       "at a time. Wait for it to finish, or stop it from the session that started it.")
+        name = f"trained-{time.strftime('%Y%m%d-%H%M%S')}"
+        (self.work_dir / "training").mkdir(parents=True, exist_ok=True)
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.work_dir / "training"))
+        try:  # a refused run leaves nothing behind; a started one keeps its checkpoint, selectable by every session
+            with user_messages():
+                dataset, data, pipeline, configs = self._training_inputs(run_dir / "pairs", zip_path, task, start,
+                                                                         options)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        out_dir = run_dir / name
+        job = TrainingJob(name, out_dir, configs[0].steps, tuple(c.stage for c in configs))
+        origin = f"random weights, `{options.preset}` preset" if start == FROM_SCRATCH else f"checkpoint `{start}`"
+        card = training_card(name, origin, data, len(dataset), configs)
+        try:
+            self.trainer.start(job, pipeline, dataset, configs, card, self._finish_training)
+        except RuntimeError:
+            raise fail("A training run has just started in another session; only one runs at a time.") from None
+        self.runs[name] = job
+        return {view.progress: progress_html(job), view.status: "Training…", view.loss_plot: None,
+                view.preview: None, view.checkpoint_file: None, view.timer: gr.Timer(active=True),
+                view.followed: FollowedRun(name)}
+
+    def _training_inputs(self, pairs_dir: Path, zip_path: str | None, task: str, start: str, options: TrainOptions
+                         ) -> tuple[PairDataset, str, FusionPipeline, list[TrainConfig]]:
+        """The pairs, checked within the Train tab's bounds from their headers, then read into memory once (their
+        unpacked files then go), their description, the pipeline to train and the configuration of each stage."""
+        root, data = pairs_root(zip_path, task, pairs_dir)
+        try:
+            pairs, source = usable_pairs(root, pairs_dir), source_name(zip_path, task)
+            check_training_pixels(check_pairs(pairs, root, source, "train", limits.MAX_TRAIN_PAIRS), source)
+            try:
+                dataset = PairDataset(pairs)  # the one decoding of each pair
+            except ValueError as error:
+                raise InputError(str(error).replace(str(pairs_dir), "the zip")) from None
+        finally:
+            shutil.rmtree(pairs_dir, ignore_errors=True)
+        try:
+            pipeline = self.models.fresh(start, options.preset, TrainConfig.seed)  # the seed of every app run
+        except (ValueError, CheckpointError) as error:
+            raise fail(str(error)) from None
+        return dataset, data, pipeline, train_configs(options, pipeline.stride)
+
+    def training_progress(self, view: TrainView, followed: FollowedRun | None) -> dict:
+        """One tick of the Train tab's timer: the followed run's progress and, when the run has ended, its status,
+        its checkpoint, the checkpoint menus listing it, and the timer stopped."""
+        job = self.runs.get(followed.name) if followed is not None else None
+        if job is None:
+            return {view.status: "No training run was started in this session.", view.timer: gr.Timer(active=False)}
+        done = job.done  # read first: a run records its last step before it is marked done
+        shown = {view.progress: progress_html(job)}
+        if len(job.history) != followed.shown:
+            shown |= {view.loss_plot: loss_figure(list(job.history)),
+                      view.followed: replace(followed, shown=len(job.history))}
+            if job.preview is not None:
+                shown[view.preview] = job.preview
+        if not done:
+            status = "Stopping: saving the checkpoint…" if self.trainer.stopping else "Training…"
+            return shown | {view.status: status}
+        menus = {menu: gr.Dropdown(choices=self.models.choices()) for menu in view.checkpoint_menus}
+        return shown | menus | {
+            view.pairs.checkpoint: gr.Dropdown(choices=[FROM_SCRATCH, *self.models.folders()]),
+            view.status: training_status(job), view.checkpoint_file: job.zip_path and str(job.zip_path),
+            view.timer: gr.Timer(active=False)}
+
+    def stop_training(self, followed: FollowedRun | None) -> str:
+        """Ask the running job to stop (it saves its checkpoint first); only the session following it may."""
+        job = self.trainer.job
+        if not self.trainer.busy or job is None:
+            return "No training run is in progress."
+        if followed is None or followed.name != job.name:
+            raise fail("This run was started in another session; only that session can stop it.")
+        self.trainer.stop()
+        return "Stopping after the current step; the checkpoint is saved first."
+
+    def _finish_training(self, job: TrainingJob) -> None:
+        """In the worker thread: make the checkpoint selectable and downloadable."""
+        self.models.register(job.name, job.out_dir)
+        job.zip_path = zip_checkpoint(job.out_dir, job.name)
+
+
+class FusionApp(FuseHandlers, EvaluateHandlers, TrainHandlers):
+    """Every handler of the UI, over one model store, one trainer and one folder for outputs."""
+
+    def about(self) -> str:
+        """The method, the data, the use, and the model cards of the bundled checkpoints (read on each load)."""
+        return about_markdown(self.models)
