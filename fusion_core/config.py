@@ -52,7 +52,8 @@ class UNetConfig:
     output after the last (pixel unshuffle / shuffle), so the UNet works at 1/s resolution; full-resolution
     detail reaches the fused image through the fusion head's own source branches. ``gfs_mask_norm`` puts a
     GroupNorm before each GFS spatial mask and ``gfs_standardise_mask`` gives each channel's mask zero spatial
-    mean and unit spatial spread (layers/gated.py; both off in the presets, docs/training.md "The gates").
+    mean and unit spatial spread (layers/gated.py; docs/training.md "The gates"): both off in the ``cpu``
+    preset and its ablation variants, on in the shipped ``dgd-general``, the first alone in ``dgd-medical``.
     """
 
     in_channels: int = 4
@@ -250,8 +251,19 @@ TINY = FusionConfig(
     head=FusionHeadConfig(channels=8, num_heads=2, time_embed_dim=32),
 )
 
+# The architectures that ship in assets/checkpoints (each checkpoint's config.json names its preset): the cpu
+# preset's widths with a GroupNorm before each GFS spatial mask, and the stage-2 loss weights each was trained
+# with (docs/training.md). Their UNets differ, so one cannot stand in for the other without retraining.
+DGD_GENERAL = FusionConfig(name="dgd-general", unet=UNetConfig(gfs_mask_norm=True, gfs_standardise_mask=True),
+                           loss=LossConfig(ssim=3.0))
+DGD_MEDICAL = FusionConfig(name="dgd-medical", unet=UNetConfig(gfs_mask_norm=True),
+                           loss=LossConfig(intensity=6.0, ssim=12.0, intensity_mean=0.7))
+
+# Every architecture that ships or that the ablation trains: the one place a network is chosen by name.
 PRESETS: dict[str, FusionConfig] = {
     "cpu": CPU,
+    "dgd-general": DGD_GENERAL,
+    "dgd-medical": DGD_MEDICAL,
     "gpu": GPU,
     "tiny": TINY,
     "ALL": _variant("ALL", CPU),

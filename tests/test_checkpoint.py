@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import make_pair
 from fusion_core import checkpoint
 from fusion_core.checkpoint import (
     CARD_NAME,
+    CHECKPOINT_ROOT,
     CONFIG_NAME,
     MANIFEST_NAME,
     PENDING_NAME,
@@ -28,6 +30,8 @@ from fusion_core.checkpoint import (
     read_checkpoint_file,
     save_pipeline,
 )
+from fusion_core.config import PRESETS, FusionConfig
+from fusion_core.models.dgd_fusion import DGDFusionModel
 from fusion_core.pipeline import FusionPipeline
 
 BUNDLED = sorted(p for p in (Path(__file__).resolve().parent.parent / "assets" / "checkpoints").iterdir() if p.is_dir())
@@ -301,3 +305,14 @@ def test_missing_folder_or_weights_are_refused(tmp_path, hand_made):
     with pytest.raises(CheckpointError, match=f"no {WEIGHTS_NAME}"):
         load_pipeline(hand_made)
 
+
+@pytest.mark.parametrize("folder", sorted(p for p in CHECKPOINT_ROOT.iterdir() if (p / WEIGHTS_NAME).is_file()),
+                         ids=lambda p: p.name)
+def test_each_shipped_checkpoint_names_the_preset_that_builds_it(folder):
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config["name"] in PRESETS, f"{folder.name}/config.json names no preset"
+    preset = PRESETS[config["name"]]
+    assert FusionConfig.from_dict({k: v for k, v in config.items() if k != "format"}) == preset
+    built = {name: tuple(t.shape) for name, t in DGDFusionModel(preset).state_dict().items()}
+    shipped = {name: tuple(t.shape) for name, t in load_file(folder / WEIGHTS_NAME).items()}
+    assert built == shipped
