@@ -1,11 +1,11 @@
-"""FusionPipeline: the one place the denoising UNet, the diffusion process and the fusion head meet.
+"""FusionPipeline: DGD-Fusion inference, numpy in and numpy out, around a ``DGDFusionModel`` and its process.
 
 fuse(a, b): A (gray) and B (gray or RGB) -> B's luminance Y_B (BT.601) -> the pair x_0 = concat(A, B_rgb)
 in [-1, 1] is noised to each feature timestep with noise from a generator seeded per call (eq. 1) -> one
-UNet pass per timestep -> the fusion head reads the decoder features and the sources -> Y_F ->
-RGB(Y_F, Cb_B, Cr_B) (docs/design.md §1-2). Any size: inputs are reflect-padded to the network's stride and
-cropped back; inputs larger than ``tile_size`` are fused in overlapping tiles blended with linear ramps, so
-memory is bounded by the tile, not the image.
+UNet pass per timestep -> the fusion head reads the decoder features and the sources (the model's forward,
+which training calls too) -> Y_F -> RGB(Y_F, Cb_B, Cr_B) (docs/design.md §1-2). Any size: inputs are
+reflect-padded to the network's stride and cropped back; inputs larger than ``tile_size`` are fused in
+overlapping tiles blended with linear ramps, so memory is bounded by the tile, not the image.
 
 Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 """

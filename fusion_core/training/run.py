@@ -64,7 +64,11 @@ def run_stages(model: DGDFusionModel, dataset: PairDataset, configs: Sequence[Tr
     return results
 
 
-def _train_on(model, dataset, config, out_dir, resume, progress, stop, device, provenance, validation) -> TrainResult:
+def _train_on(model: DGDFusionModel, dataset: PairDataset, config: TrainConfig, out_dir: str | os.PathLike,
+              resume: bool | ResumePoint, progress: Callable[[TrainProgress], None] | None,
+              stop: threading.Event | None, device: str | None, provenance: Provenance,
+              validation: ValidationSet | None) -> TrainResult:
+    """One call of the stage loop, on the device ``setup_distributed`` gives (inside ``accelerate``)."""
     return train(model, dataset, config, out_dir, resume=resume, progress=progress, stop=stop,
                  context=setup_distributed(device), provenance=provenance, validation=validation)
 
