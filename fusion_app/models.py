@@ -87,8 +87,8 @@ class ModelStore:
             return self._cache[name][1]
 
     def fresh(self, name: str, preset: str, seed: int) -> FusionPipeline:
-        """A new, uncached pipeline to train: the checkpoint ``name``, or random weights of ``preset`` drawn
-        from ``seed`` (the run's training seed, so the same run starts from the same weights)."""
+        """A new, uncached pipeline whose model is to be trained: the checkpoint ``name``, or random weights of
+        ``preset`` drawn from ``seed`` (the run's training seed, so the same run starts from the same weights)."""
         folder = self.folders().get(name)
         if folder:
             return load_pipeline(folder)
@@ -115,7 +115,6 @@ class ModelStore:
     def _load(self, folder: Path | None) -> FusionPipeline:
         if folder is not None:
             return load_pipeline(folder, self.device)
-        with torch.random.fork_rng(devices=[]):  # a fixed draw, without touching anyone's global RNG
-            torch.manual_seed(0)
-            return build_pipeline(PRESETS[self.fallback_preset]).to(self.device)
+        # a fixed draw, without touching anyone's global RNG
+        return build_pipeline(PRESETS[self.fallback_preset], torch.Generator().manual_seed(0)).to(self.device)
 

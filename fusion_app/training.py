@@ -1,12 +1,11 @@
 """One training run at a time, in a background thread, reported to the UI through a ``TrainingJob``.
 
-The run is ``fusion_core.train`` itself (stage 1, stage 2 or both in turn), with its progress callback and
-its stop event; the UI only reads the job.
+The run is ``fusion_core.run_stages`` itself (stage 1, stage 2 or both in turn, the loop the command line
+and the ablation use), with its progress callback and its stop event; the UI only reads the job.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import threading
 from collections.abc import Callable
@@ -18,13 +17,12 @@ import torch
 
 from fusion_core import (
     FusionPipeline,
+    Origin,
     PairDataset,
+    Provenance,
     TrainConfig,
     TrainProgress,
-    TrainResult,
-    hardware_description,
-    setup_distributed,
-    train,
+    run_stages,
 )
 
 
@@ -96,52 +94,39 @@ class Trainer:
         return max(1, self.cores // 2) if self.busy else self.cores
 
     def start(self, job: TrainingJob, pipeline: FusionPipeline, dataset: PairDataset, configs: list[TrainConfig],
-              card: str, on_done) -> None:
-        """Run ``configs`` (one per stage) on ``pipeline`` in a thread; RuntimeError when a run is on."""
+              provenance: Provenance, on_done) -> None:
+        """Run ``configs`` (one per stage) on ``pipeline``'s model in a thread; RuntimeError when a run is on.
+
+        ``provenance`` (``training_card``) is saved with every checkpoint and rendered into its model card."""
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("busy")
         self.job = job
         self._stop.clear()
-        threading.Thread(target=self._work, args=(job, pipeline, dataset, configs, card, on_done),
+        threading.Thread(target=self._work, args=(job, pipeline, dataset, configs, provenance, on_done),
                          name=f"train-{job.name}", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _work(self, job: TrainingJob, pipeline, dataset, configs, card, on_done) -> None:
+    def _work(self, job: TrainingJob, pipeline, dataset, configs, provenance, on_done) -> None:
         torch.set_num_threads(max(1, self.cores - self.cores // 2))
-        try:
-            for index, config in enumerate(configs):
+
+        def progress(index: int, report: TrainProgress) -> None:
+            if index != job.stage_index:
                 job.stage_index, job.latest = index, None
-                result = self._run_stage(job, pipeline, dataset, config, card, resume=index > 0)
-                if result.stopped:
-                    job.stopped = True
-                    break
+            job.record(report)
+
+        try:
+            results = run_stages(pipeline.model, dataset, configs, job.out_dir, provenance=provenance,
+                                 progress=progress, stop=self._stop, device=self.device,
+                                 chunk_steps=self.chunk_steps, accelerate=self.accelerate)
+            job.stopped = bool(results) and results[-1].stopped
             on_done(job)
         except Exception as error:  # a thread's exception would vanish: report it in the UI instead
             job.error = f"{type(error).__name__}: {error}"
         finally:
             job.done = True
             self._lock.release()
-
-
-    def _run_stage(self, job: TrainingJob, pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig,
-                   card: str, resume: bool) -> TrainResult:
-        """One stage, whole or in chunks of ``chunk_steps`` (each resuming from the previous checkpoint)."""
-        if not self.chunk_steps:
-            return self._train(job, pipeline, dataset, config, card, resume)
-        result = None
-        for end in range(self.chunk_steps, config.steps + self.chunk_steps, self.chunk_steps):
-            chunk = dataclasses.replace(config, steps=min(end, config.steps))
-            result = self.accelerate(self._train)(job, pipeline, dataset, chunk, card, resume or end > self.chunk_steps)
-            if result.stopped or self._stop.is_set():
-                return dataclasses.replace(result, stopped=result.step < config.steps)
-        return result
-
-    def _train(self, job: TrainingJob, pipeline: FusionPipeline, dataset: PairDataset, config: TrainConfig,
-               card: str, resume: bool) -> TrainResult:
-        return train(pipeline, dataset, config, job.out_dir, resume=resume, progress=job.record, stop=self._stop,
-                     context=setup_distributed(self.device), card=card)
 
 
 def progress_html(job: TrainingJob) -> str:
@@ -157,15 +142,12 @@ def progress_html(job: TrainingJob) -> str:
             f"<div>{html.escape(text)}</div></div>")
 
 
-def training_card(name: str, origin: str, data: str, pairs: int, configs: list[TrainConfig]) -> str:
-    """The MODEL_CARD.md of a run: where it started, its data, its stages, its seed and the hardware."""
-    stages = "; ".join(f"stage {c.stage}: {c.steps} steps, batch {c.batch_size}, crop {c.crop}, Adam lr {c.lr}"
-                       for c in configs)
-    seeds = ", ".join(sorted({str(c.seed) for c in configs}))
-    return "\n".join([
-        f"# DGD-Fusion checkpoint `{name}` (trained in the app)", "",
-        f"- initialised from: {origin}",
-        f"- data: {data} ({pairs} pairs)", f"- {stages}",
-        f"- seed: `train.seed` = {seeds} (the random initial weights, the crops, flips and noise)",
-        f"- hardware: {hardware_description()}",
-        "- a quick run in the browser app: not evaluated; see train_log.jsonl for the losses", ""])
+def training_card(name: str, origin: str, data: str, pairs: int, configs: list[TrainConfig]) -> Provenance:
+    """The provenance of a run started in the app, from which every checkpoint's MODEL_CARD.md is rendered
+    (``fusion_core.model_card``): where it started (``origin``: "random weights, ..." or "checkpoint `NAME`"),
+    its data and the seed that draws its initial weights."""
+    seed = configs[0].seed
+    checkpoint = origin.removeprefix("checkpoint ").strip("`")
+    start = Origin(seed=seed) if origin.startswith("random") else Origin(checkpoint=checkpoint)
+    return Provenance(f"DGD-Fusion checkpoint `{name}` (trained in the app)", start, start, (data,), pairs,
+                      notes=("a quick run in the browser app: not evaluated; see train_log.jsonl for the losses",))

@@ -5,7 +5,15 @@ Public API: re-exports only.
 """
 
 from .baselines import BASELINES
-from .checkpoint import CHECKPOINT_ROOT, DEFAULT_CHECKPOINT, CheckpointError, load_pipeline, save_pipeline
+from .checkpoint import (
+    CHECKPOINT_ROOT,
+    DEFAULT_CHECKPOINT,
+    CheckpointError,
+    load_model,
+    load_pipeline,
+    save_model,
+    save_pipeline,
+)
 from .color import replace_luma
 from .config import (
     PRESETS,
@@ -46,8 +54,18 @@ from .imaging import (
     write_tiff16,
 )
 from .metrics import CONVENTIONS, METRICS, PAPER_METRICS, MetricsReport, compute_metrics
+from .models.dgd_fusion import DGDFusionModel, build_model
 from .pipeline import FusionPipeline, FusionResult, Intermediates, build_pipeline
-from .train import TrainProgress, TrainResult, hardware_description, train
+from .training import (
+    Origin,
+    Provenance,
+    TrainProgress,
+    TrainResult,
+    hardware_description,
+    model_card,
+    run_stages,
+    train,
+)
 
 __all__ = [
     "BASELINES",
@@ -59,6 +77,7 @@ __all__ = [
     "PRESETS",
     "WINDOW_PRESETS",
     "CheckpointError",
+    "DGDFusionModel",
     "DicomSummary",
     "DiffusionConfig",
     "EvaluationResult",
@@ -74,12 +93,15 @@ __all__ = [
     "LoadedPair",
     "LossConfig",
     "MetricsReport",
+    "Origin",
     "PairDataset",
     "PairFailure",
+    "Provenance",
     "TrainConfig",
     "TrainProgress",
     "TrainResult",
     "UNetConfig",
+    "build_model",
     "build_pipeline",
     "check_seed",
     "compute_metrics",
@@ -90,12 +112,16 @@ __all__ = [
     "fuse_methods",
     "fused_format",
     "hardware_description",
+    "load_model",
     "load_pipeline",
+    "model_card",
     "parse_timesteps",
     "pipeline_method",
     "read_image",
     "read_pair",
     "replace_luma",
+    "run_stages",
+    "save_model",
     "save_pipeline",
     "score_methods",
     "setup_distributed",

@@ -1,15 +1,16 @@
 """Checkpoint folders of DGD-Fusion: ``config.json`` + ``model.safetensors`` + ``MODEL_CARD.md`` + ``manifest.json``.
 
-A folder rebuilds its pipeline with no outside flags (nanoGPT / diffusers ``save_pretrained``). Weights are
+A folder rebuilds its model with no outside flags (nanoGPT / diffusers ``save_pretrained``). Weights are
 safetensors only: pickled files (``.pt``, ``.pth``, ``.ckpt``, ``.bin``, ``.pkl``) can run code when
 loaded, so they are refused, never unpickled.
 
 A checkpoint is one atomic unit: a process killed at any moment of a save leaves the folder holding the
 previous checkpoint or the new one, never a mix (say, the weights of step 4 beside the training state of
-step 2, which a resumed run would take for step 2). ``save_pipeline`` works in three moves:
+step 2, which a resumed run would take for step 2). ``save_model`` works in three moves:
 
-1. stage: every file of the new checkpoint (config, weights, card, then the ``extras``: optimiser state,
-   training state) is written and fsynced into the hidden folder ``.pending/`` inside the checkpoint folder;
+1. stage: every file of the new checkpoint (config, weights, card, then the ``extras``: provenance,
+   optimiser state, training state) is written and fsynced into the hidden folder ``.pending/`` inside the
+   checkpoint folder;
 2. commit: ``.pending/manifest.json``, naming each file with its SHA-256 and size, is written under a
    temporary name and renamed into place. That rename is the moment the new checkpoint exists: before it
    nothing outside ``.pending/`` has changed, and the next save discards the uncommitted folder;
@@ -17,12 +18,12 @@ step 2, which a resumed run would take for step 2). ``save_pipeline`` works in t
    does not name are removed, and the manifest moves in last. Each step checks what is already done, so
    the next save (``finish_pending``) completes a switch a kill cut short.
 
-Readers (``load_pipeline``, ``read_checkpoint_file``) never write. They read a half-switched folder as the
-committed checkpoint (a file from ``.pending/`` while it is still there, else from the folder), and check
-each file they read against its manifest entry: a file changed after saving, a copy cut short or a read
-racing a save is refused, never mixed in. Files the manifest does not name (a training log, previews) are
-not part of the checkpoint and are left alone. The guarantee is against killed processes; file contents are
-fsynced before the commit, directory entries are not.
+Readers (``read_model``, ``load_model``, ``load_pipeline``, ``read_checkpoint_file``) never write. They read a
+half-switched folder as the committed checkpoint (a file from ``.pending/`` while it is still there, else from
+the folder), and check each file they read against its manifest entry: a file changed after saving, a copy cut
+short or a read racing a save is refused, never mixed in. Files the manifest does not name (a training log,
+previews) are not part of the checkpoint and are left alone. The guarantee is against killed processes; file
+contents are fsynced before the commit, directory entries are not.
 
 A folder without ``manifest.json`` (the bundled checkpoints in ``assets/checkpoints``, one saved before
 manifests existed, one put together by hand) loads as it is: no save of ours was in progress there (it
@@ -42,8 +43,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from .config import FusionConfig
-from .pipeline import FusionPipeline
+from .config import PRESETS, FusionConfig
+from .models.dgd_fusion import DGDFusionModel
+from .pipeline import FusionPipeline, build_pipeline
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -63,9 +65,9 @@ class CheckpointError(ValueError):
     """A checkpoint folder that cannot be loaded; the message says why and what to do."""
 
 
-def save_pipeline(directory: str | os.PathLike, pipeline: FusionPipeline, card: str = "",
-                  extras: dict[str, bytes] | None = None) -> Path:
-    """Write ``pipeline`` into ``directory`` (created if needed) as one atomic checkpoint. Returns the folder.
+def save_model(directory: str | os.PathLike, model: DGDFusionModel, card: str = "",
+               extras: dict[str, bytes] | None = None) -> Path:
+    """Write ``model`` into ``directory`` (created if needed) as one atomic checkpoint. Returns the folder.
 
     ``extras`` (file name -> content, e.g. training state) belong to the same checkpoint; the files of an
     earlier checkpoint that this one does not name are removed. Other files (a training log, previews) stay.
@@ -74,15 +76,21 @@ def save_pipeline(directory: str | os.PathLike, pipeline: FusionPipeline, card: 
     directory.mkdir(parents=True, exist_ok=True)
     finish_pending(directory)
     _read_manifest(directory)  # a broken manifest is refused before anything is written
-    config = {"format": FORMAT, **pipeline.config.to_dict()}
-    state = {k: v.detach().contiguous().cpu() for k, v in pipeline.state_dict().items()}
+    config = {"format": FORMAT, **model.config.to_dict()}
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     files = {CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode(),
              WEIGHTS_NAME: save(state, metadata={"format": FORMAT}),
-             CARD_NAME: (card or f"# DGD-Fusion ({pipeline.config.name})\n").encode(),
+             CARD_NAME: (card or f"# DGD-Fusion ({model.config.name})\n").encode(),
              **(extras or {})}
     _stage(directory / PENDING_NAME, files)
     finish_pending(directory)
     return directory
+
+
+def save_pipeline(directory: str | os.PathLike, pipeline: FusionPipeline, card: str = "",
+                  extras: dict[str, bytes] | None = None) -> Path:
+    """``save_model`` of the pipeline's model."""
+    return save_model(directory, pipeline.model, card, extras)
 
 
 def finish_pending(directory: str | os.PathLike) -> None:
@@ -133,39 +141,60 @@ def is_checkpoint(directory: str | os.PathLike) -> bool:
     return WEIGHTS_NAME in manifest if manifest is not None else (Path(directory) / WEIGHTS_NAME).exists()
 
 
-def load_pipeline(directory: str | os.PathLike, device: str | torch.device = "cpu") -> FusionPipeline:
-    """Rebuild a pipeline from a checkpoint folder, in eval mode on ``device``.
+def read_model(directory: str | os.PathLike) -> tuple[FusionConfig, dict[str, torch.Tensor]]:
+    """A checkpoint's config and weights, read once and checked against its manifest; nothing is built.
 
     Raises:
-        CheckpointError: missing or pickled weights, a config that is not DGD-Fusion's, weights that do
-            not match the config, or files that differ from the folder's manifest.
+        CheckpointError: missing or pickled weights, a config that is not DGD-Fusion's, or files that differ
+            from the folder's manifest.
     """
     directory = Path(directory)
     if directory.is_file() and directory.suffix in PICKLE_SUFFIXES:
         raise CheckpointError(_pickle_message(directory))
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint folder {directory} does not exist")
-    weights = directory / WEIGHTS_NAME
     raw = read_checkpoint_file(directory, WEIGHTS_NAME)
     if raw is None:
         pickles = [p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if pickles:
             raise CheckpointError(_pickle_message(directory / pickles[0]))
         raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}; expected {CONFIG_NAME} + {WEIGHTS_NAME}")
-    pipeline = FusionPipeline(_read_config(directory), trained=True)
+    config = _read_config(directory)
     try:
-        state = load(raw)
+        return config, load(raw)
     except SafetensorError as error:
-        raise CheckpointError(f"{weights} is not a valid safetensors file ({error}); pickled weights are "
-                              "refused, convert them with safetensors.torch.save_file") from error
+        raise CheckpointError(f"{directory / WEIGHTS_NAME} is not a valid safetensors file ({error}); pickled "
+                              "weights are refused, convert them with safetensors.torch.save_file") from error
+
+
+def load_weights(model: DGDFusionModel, weights: dict[str, torch.Tensor], directory: str | os.PathLike) -> None:
+    """Load a checkpoint's ``weights`` into ``model``; CheckpointError (naming ``directory``) when they do not fit."""
+    path = Path(directory) / WEIGHTS_NAME
     try:
-        missing, unexpected = pipeline.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as error:  # tensors whose shapes differ raise even with strict=False
-        raise CheckpointError(f"{weights} does not match {CONFIG_NAME}: {error}") from error
+        raise CheckpointError(f"{path} does not match {CONFIG_NAME}: {error}") from error
     if missing or unexpected:
-        raise CheckpointError(f"{weights} does not match {CONFIG_NAME}: missing {missing[:3]}, "
+        raise CheckpointError(f"{path} does not match {CONFIG_NAME}: missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}")
-    return pipeline.to(device).eval()
+
+
+def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> DGDFusionModel:
+    """Rebuild a model from a checkpoint folder, in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: missing or pickled weights, a config that is not DGD-Fusion's, weights that do
+            not match the config, or files that differ from the folder's manifest.
+    """
+    config, weights = read_model(directory)
+    model = DGDFusionModel(config)
+    load_weights(model, weights, directory)
+    return model.to(device).eval()
+
+
+def load_pipeline(directory: str | os.PathLike, device: str | torch.device = "cpu") -> FusionPipeline:
+    """A pipeline around ``load_model(directory, device)``, marked trained."""
+    return FusionPipeline(load_model(directory, device), trained=True)
 
 
 def _read_config(directory: Path) -> FusionConfig:
@@ -256,3 +285,12 @@ def _read_first(folders: tuple[Path, ...], name: str) -> bytes | None:
         except FileNotFoundError:
             continue
     return None
+
+
+def resolve_pipeline(checkpoint: str | None, preset: str, device: str) -> FusionPipeline:
+    """The named checkpoint, else the bundled default, else random weights of ``preset``."""
+    if checkpoint:
+        return load_pipeline(checkpoint, device)
+    if (DEFAULT_CHECKPOINT / WEIGHTS_NAME).exists():
+        return load_pipeline(DEFAULT_CHECKPOINT, device)
+    return build_pipeline(PRESETS[preset]).to(device)

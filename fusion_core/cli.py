@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import shlex
 import signal
 import sys
@@ -31,49 +30,15 @@ import torch
 from tqdm import tqdm
 
 from .baselines import BASELINES
-from .checkpoint import (
-    DEFAULT_CHECKPOINT,
-    WEIGHTS_NAME,
-    CheckpointError,
-    is_checkpoint,
-    load_pipeline,
-    read_checkpoint_file,
-)
+from .checkpoint import CheckpointError, resolve_pipeline
 from .config import HEAD_OUTPUTS, LOSS_WEIGHTS, PRESETS, LossConfig, TrainConfig, check_seed, parse_timesteps
 from .data import PairDataset, find_pairs, write_split
-from .distributed import setup_distributed
-from .evaluate import FusionMethod, evaluate_folder, pipeline_method
+from .distributed import check_device, default_device, setup_distributed
+from .evaluate import evaluate_folder, parse_external, parse_methods
 from .folder_fusion import FOLDER_FORMATS, fuse_folder
 from .imaging import ImageLoadError, fused_format, read_pair, write_fused
-from .layers.gated import GATE_BORDER
-from .pipeline import FusionPipeline, build_pipeline
-from .train import TrainProgress, hardware_description, read_train_state, train
-from .validation import ValidationSet, measure_gates
-
-
-def default_device() -> str:
-    """cuda when present, else cpu."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def check_device(text: str | None) -> str | None:
-    """``text`` if it names a device this machine has (cpu, cuda, cuda:N); None (the default) passes.
-
-    Raises:
-        ValueError: another name, or cuda where there is none; the message lists the allowed values and
-            says whether CUDA is present.
-    """
-    if text is None:
-        return None
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    present = f"CUDA is present ({count} device(s): cuda:0..cuda:{count - 1})" if count else "CUDA is not present"
-    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", text)
-    if match is None:
-        raise ValueError(f"--device {text!r} is not a device: use cpu, cuda or cuda:N; {present}")
-    if text != "cpu" and (not count or int(match.group(1) or 0) >= count):
-        choices = f"cpu, cuda or cuda:0..cuda:{count - 1}" if count else "cpu"
-        raise ValueError(f"--device {text}: {present}; use {choices}")
-    return text
+from .training import LOG_NAME, TrainProgress, TrainRequest, prepare_run, run_stages
+from .validation import measure_gates
 
 
 def check_output_folder(path: str | os.PathLike, *, create: bool) -> None:
@@ -95,15 +60,6 @@ def check_output_folder(path: str | os.PathLike, *, create: bool) -> None:
         raise ValueError(f"cannot write into {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write into {path}: {existing} is read-only")
-
-
-def resolve_pipeline(checkpoint: str | None, preset: str, device: str) -> FusionPipeline:
-    """The named checkpoint, else the bundled default, else random weights of ``preset``."""
-    if checkpoint:
-        return load_pipeline(checkpoint, device)
-    if (DEFAULT_CHECKPOINT / WEIGHTS_NAME).exists():
-        return load_pipeline(DEFAULT_CHECKPOINT, device)
-    return build_pipeline(PRESETS[preset]).to(device)
 
 
 def _add_fuse(sub: argparse._SubParsersAction) -> None:
@@ -220,69 +176,43 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_train)
 
 
-def _with_loss_weights(pipeline: FusionPipeline, args: argparse.Namespace) -> FusionPipeline:
-    """Apply the --loss-* options to the pipeline's config (saved with its checkpoints)."""
-    weights = {f.name: getattr(args, f"loss_{f.name}") for f in dataclasses.fields(LossConfig)}
-    weights = {name: value for name, value in weights.items() if value is not None}
-    if weights:
-        loss = dataclasses.replace(pipeline.config.loss, **weights)
-        pipeline.config = dataclasses.replace(pipeline.config, loss=loss)
-    return pipeline
-
-
-def _with_new_head(pipeline: FusionPipeline, args: argparse.Namespace, generator: torch.Generator
-                   ) -> FusionPipeline:
-    """A fresh head drawn from ``generator`` for --head-channels (even at the same width: a head trained from
-    scratch) or for a --head-output that changes the head's form."""
-    changes = {k: v for k, v in (("output", args.head_output), ("channels", args.head_channels)) if v is not None}
-    head = dataclasses.replace(pipeline.config.head, **changes)
-    if args.head_channels is None and head == pipeline.config.head:
-        return pipeline
-    return pipeline.with_head(head, generator)
-
-
 def _run_train(args: argparse.Namespace) -> int:
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "stage"}
-    TrainConfig(**fields)  # a bad seed, crop or step count fails now, before anything is built or written
-    if args.head_from and (args.head_channels or args.head_output):
-        raise ValueError("--head-from carries a trained head; --head-channels and --head-output draw a new one: "
-                         "give one or the other")
+    train_config = TrainConfig(**fields)  # a bad seed, crop or step count fails now, before anything is built
+    loss = {f.name: getattr(args, f"loss_{f.name}") for f in dataclasses.fields(LossConfig)}
+    request = TrainRequest(
+        data=tuple(args.data), out=args.out, train=train_config, stage=args.stage, preset=args.preset,
+        init=args.init, head_from=args.head_from, resume=args.resume, stage1_steps=args.stage1_steps, val=args.val,
+        head_output=args.head_output, head_channels=args.head_channels,
+        loss={name: value for name, value in loss.items() if value is not None},
+        command="python -m fusion_core " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     check_output_folder(args.out, create=True)
-    context = setup_distributed(check_device(args.device))
-    resuming = args.resume and is_checkpoint(args.out)
-    source = args.out if resuming else args.init  # a resumed run keeps its own config (loss weights, head)
-    generator = torch.Generator().manual_seed(args.seed)  # --seed draws the initial weights too
-    pipeline = load_pipeline(source) if source else build_pipeline(PRESETS[args.preset], generator)
-    if args.head_from and not resuming:
-        pipeline = pipeline.with_head_of(load_pipeline(args.head_from))
-    pipeline = _with_loss_weights(pipeline, args)
-    stride = pipeline.config.unet.stride
-    if args.crop % stride:
-        raise ValueError(f"--crop {args.crop}: crop must be a multiple of {stride}, the stride of this model "
-                         f"(e.g. {max(stride, args.crop // stride * stride)})")
-    if not resuming:  # a resumed run goes on with the head it trains
-        pipeline = _with_new_head(pipeline, args, generator)
-    dataset = PairDataset([pair for root in args.data for pair in find_pairs(root)])
-    validation = ValidationSet.from_folder(args.val, args.seed) if args.val and context.is_main else None
-    stages = [1, 2] if args.stage == "both" else [int(args.stage)]
-    if args.resume and args.stage == "both" and read_train_state(args.out).get("stage") == 2:
-        stages = [2]  # stage 1 finished before the stop
+    device = check_device(args.device)
+    context = setup_distributed(device)
+    run = prepare_run(request, context.is_main)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    for stage in stages:
-        steps = args.stage1_steps if stage == 1 and args.stage == "both" and args.stage1_steps else args.steps
-        config = TrainConfig(**{**fields, "stage": stage, "steps": steps})
-        card = _training_card(args, config, len(dataset), context.world_size, _origin(args, resuming))
-        bar = tqdm(total=config.steps, desc=f"stage {stage}", disable=not context.is_main)
-        result = train(pipeline, dataset, config, args.out, resume=args.resume or stage > stages[0],
-                       progress=_bar_callback(bar), stop=stop, context=context, card=card, validation=validation)
+    bars: dict[int, tuple[tqdm, Callable[[TrainProgress], None]]] = {}
+
+    def progress(index: int, report: TrainProgress) -> None:
+        if index not in bars:
+            for bar, _ in bars.values():
+                bar.close()
+            bar = tqdm(total=report.total_steps, desc=f"stage {report.stage}", disable=not context.is_main)
+            bars[index] = (bar, _bar_callback(bar))
+        bars[index][1](report)
+
+    results = run_stages(run.model, run.dataset, run.configs, args.out, provenance=run.provenance, resume=run.resume,
+                         progress=progress, stop=stop, device=device, validation=run.validation)
+    for bar, _ in bars.values():
         bar.close()
+    for result, config in zip(results, run.configs, strict=False):
         if context.is_main:
-            print(f"stage {stage}: step {result.step}/{config.steps}, {result.crops_per_second:.2f} crops/s, "
+            print(f"stage {result.stage}: step {result.step}/{config.steps}, {result.crops_per_second:.2f} crops/s, "
                   f"{result.wall_seconds / 60:.1f} min in all -> {result.out_dir}")
-        if result.stopped:
-            print("stopped; continue with --resume", file=sys.stderr)
-            return 130
+    if results and results[-1].stopped:
+        print("stopped; continue with --resume", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -296,37 +226,6 @@ def _bar_callback(bar: tqdm):
         shown = {k: f"{v:.4f}" for k, v in report.losses.items()} | {"crops/s": f"{report.crops_per_second:.1f}"}
         bar.set_postfix(shown | ({"val rank": f"{last_rank[0]:.2f}"} if last_rank else {}))
     return update
-
-
-ORIGIN, HEAD_ORIGIN, RESUMED = "- initialised from:", "- fusion head from:", " (resumed)"
-
-
-def _origin(args: argparse.Namespace, resuming: bool) -> str:
-    """The card's lines on where the weights started; a resumed run keeps those of the run it continues."""
-    if resuming:
-        card = (read_checkpoint_file(args.out, "MODEL_CARD.md") or b"").decode("utf-8", "replace")
-        earlier = [line.removesuffix(RESUMED) for line in card.splitlines() if line.startswith(ORIGIN)]
-        heads = [line for line in card.splitlines() if line.startswith(HEAD_ORIGIN)]
-        first = earlier[0] if earlier else f"{ORIGIN} an earlier run in `{args.out}`"
-        return "\n".join([first + RESUMED, *heads[:1]])
-    line = f"{ORIGIN} `{args.init}`" if args.init else f"{ORIGIN} random weights"
-    return "\n".join([line, *([f"{HEAD_ORIGIN} `{args.head_from}`"] if args.head_from else [])])
-
-
-def _training_card(args: argparse.Namespace, config: TrainConfig, pairs: int, world_size: int, origin: str) -> str:
-    command = "python -m fusion_core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    return "\n".join([
-        f"# DGD-Fusion checkpoint ({args.preset} preset)",
-        "",
-        f"- data: {', '.join(f'`{root}`' for root in args.data)} ({pairs} pairs)",
-        origin,
-        f"- stage {config.stage}: {config.steps} steps, batch {config.batch_size} x {world_size} process(es), "
-        f"crop {config.crop}, Adam lr {config.lr}, seed {config.seed}",
-        f"- hardware: {hardware_description()}",
-        f"- command: `{command}`",
-        "- wall time and metrics: see train_state.json and the evaluation section below",
-        "",
-    ])
 
 
 def _add_method_flags(p: argparse.ArgumentParser) -> None:
@@ -363,36 +262,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     _add_method_flags(p)
     p.add_argument("--out", required=True, help="folder for fused images, CSV and Markdown tables, bar chart")
     p.set_defaults(run=_run_evaluate)
-
-
-def parse_methods(text: str, checkpoint: str | None, preset: str, device: str, seed: int
-                  ) -> dict[str, FusionMethod]:
-    """``dgd,average,NAME=DIR,...`` -> method name -> fusion function (networks loaded once each)."""
-    methods: dict[str, FusionMethod] = {}
-    for token in filter(None, (t.strip() for t in text.split(","))):
-        name, _, directory = token.partition("=")
-        if directory:
-            methods[name] = pipeline_method(load_pipeline(directory, device), seed)
-        elif name == "dgd":
-            methods[name] = pipeline_method(resolve_pipeline(checkpoint, preset, device), seed)
-        elif name in BASELINES:
-            methods[name] = BASELINES[name]
-        else:
-            raise ValueError(f"unknown method {name!r}; use dgd, NAME=CHECKPOINT_DIR or one of {', '.join(BASELINES)}")
-    return methods
-
-
-def parse_external(tokens: list[str]) -> dict[str, str]:
-    """``["NAME=DIR", ...]`` (--external) -> name -> folder of that method's fused images."""
-    external = {}
-    for token in tokens:
-        name, _, folder = token.partition("=")
-        if not name or not folder:
-            raise ValueError(f"--external {token!r}: give NAME=DIR, the method's name and the folder of its images")
-        if name in external:
-            raise ValueError(f"--external names {name!r} twice")
-        external[name] = folder
-    return external
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -483,16 +352,7 @@ def _run_gates(args: argparse.Namespace) -> int:
     report = measure_gates(pipeline, list(zip(dataset.a, dataset.b, strict=True)), args.seed,
                            lambda done, total: bar.update(done - bar.n))
     bar.close()
-    print("| layer | mean per-channel spatial std of g | share of g < 0.2 | share of g > 0.8 "
-          "| std without the border | correlation with the map on white noise |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for layer, (spread, low, high, interior) in report.layers.items():
-        print(f"| {layer} | {spread:.4f} | {low:.4f} | {high:.4f} | {interior:.4f} "
-              f"| {report.noise_correlation[layer]:.3f} |")
-    print(f"\n{report.pairs} pairs; mean over {len(report.layers)} GFS layers of the per-channel spatial std of g: "
-          f"{report.mean_spread:.4f}; without the outer {GATE_BORDER} pixels of each map: "
-          f"{report.mean_interior_spread:.4f}. A correlation near 1: the gate draws the same map on white noise, "
-          "so it marks position, not content")
+    print(report.markdown())
     return 0
 
 
@@ -504,20 +364,15 @@ def _add_curves(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_curves(args: argparse.Namespace) -> int:
-    from .experiments import plot_convergence
+    from .plots import convergence_summary, plot_convergence
 
     runs = dict(run.split("=", 1) if "=" in run else (Path(run).name, run) for run in args.runs)
-    logs = plot_convergence(Path(args.out), runs)
+    logs = plot_convergence(Path(args.out), {label: Path(folder) / LOG_NAME for label, folder in runs.items()})
     for label, lines in logs.items():
         if not lines:
             print(f"{label}: no validation lines (train with --val)", file=sys.stderr)
-            continue
-        reached = next((line for line in lines
-                        if line["validation"]["rank"] <= line["validation"]["best_baseline_rank"]), None)
-        last = lines[-1]["validation"]
-        when = (f"step {reached['step']} ({reached['train_seconds'] / 60:.1f} min)" if reached else "not reached")
-        print(f"{label}: rank {last['rank']:.2f} at step {lines[-1]['step']} (best baseline {last['best_baseline']} "
-              f"{last['best_baseline_rank']:.2f}); first at or above the best baseline: {when}")
+        else:
+            print(convergence_summary(label, lines))
     print(f"-> {args.out}")
     return 0
 

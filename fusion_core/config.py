@@ -3,12 +3,14 @@
 The paper (Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016) fixes the modules; the
 widths below are ours, chosen by measurement so the default ``cpu`` preset fuses a 640x480 pair in about a
 second on a 2-core CPU (see ``python -m fusion_core bench``). Ablation variants of the paper's Table 4 are
-``PRESETS`` entries, never branches elsewhere. Standard library only.
+``PRESETS`` entries, never branches elsewhere. The two conventions the fusion metrics are reported in
+(``CONVENTIONS``, used by metrics.py) are configuration too. Standard library only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +52,8 @@ class UNetConfig:
     output after the last (pixel unshuffle / shuffle), so the UNet works at 1/s resolution; full-resolution
     detail reaches the fused image through the fusion head's own source branches. ``gfs_mask_norm`` puts a
     GroupNorm before each GFS spatial mask and ``gfs_standardise_mask`` gives each channel's mask zero spatial
-    mean and unit spatial spread (layers/gated.py; both off in the presets, docs/training.md "The gates").
+    mean and unit spatial spread (layers/gated.py; docs/training.md "The gates"): both off in the ``cpu``
+    preset and its ablation variants, on in the shipped ``dgd-general``, the first alone in ``dgd-medical``.
     """
 
     in_channels: int = 4
@@ -248,8 +251,19 @@ TINY = FusionConfig(
     head=FusionHeadConfig(channels=8, num_heads=2, time_embed_dim=32),
 )
 
+# The architectures that ship in assets/checkpoints (each checkpoint's config.json names its preset): the cpu
+# preset's widths with a GroupNorm before each GFS spatial mask, and the stage-2 loss weights each was trained
+# with (docs/training.md). Their UNets differ, so one cannot stand in for the other without retraining.
+DGD_GENERAL = FusionConfig(name="dgd-general", unet=UNetConfig(gfs_mask_norm=True, gfs_standardise_mask=True),
+                           loss=LossConfig(ssim=3.0))
+DGD_MEDICAL = FusionConfig(name="dgd-medical", unet=UNetConfig(gfs_mask_norm=True),
+                           loss=LossConfig(intensity=6.0, ssim=12.0, intensity_mean=0.7))
+
+# Every architecture that ships or that the ablation trains: the one place a network is chosen by name.
 PRESETS: dict[str, FusionConfig] = {
     "cpu": CPU,
+    "dgd-general": DGD_GENERAL,
+    "dgd-medical": DGD_MEDICAL,
     "gpu": GPU,
     "tiny": TINY,
     "ALL": _variant("ALL", CPU),
@@ -305,6 +319,46 @@ class TrainConfig:
 
 
 MAX_SEED = 2**32 - 1  # train seeds step s with (seed * 1_000_003 + s) * 257 + rank, which must stay below 2**64
+
+
+# ------------------------------------------------------------------------------------- metric conventions
+
+METRIC_DATA_RANGE = 255.0  # the range of 0..255 data, as SSIM's constants see it in the standard convention
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How the metrics that papers compute differently are reported (see metrics.py's module docstring)."""
+
+    name: str
+    mi_log_base: float  # 2 -> bits, e -> nats
+    ssim_reduction: str  # "mean" or "sum" over the two sources
+    ssim_data_range: float  # 255 for 0..255 data; 2 reproduces scikit-image < 0.20 on float input
+    psnr_peak: float | None  # None -> max(F)
+    qabf_toolbox_compatible: bool  # zero padding and unwrapped orientations, as Qabf.m
+    summary: str  # one line, printed above every table
+
+
+CONVENTIONS: dict[str, Convention] = {
+    "standard": Convention(
+        "standard", 2.0, "mean", METRIC_DATA_RANGE, 255.0, False,
+        "standard (docs/design.md §4): MI in bits (sum over A and B); SSIM = mean of SSIM(F,A) and SSIM(F,B) "
+        "(7x7 window, data range 255); PSNR with peak 255; Qabf with reflected borders",
+    ),
+    "published": Convention(
+        "published", math.e, "sum", 2.0, None, True,
+        "published (as CDDFuse's utils/Evaluator.py): MI in nats (sum over A and B); SSIM = SSIM(F,A) + "
+        "SSIM(F,B) (7x7 window, data range 2 as scikit-image < 0.20 assumed); PSNR with peak max(F); "
+        "Qabf as MATLAB Qabf.m (zero padding, unwrapped orientation)",
+    ),
+}
+
+
+def get_convention(name: str) -> Convention:
+    """The Convention called name; ValueError listing the known names otherwise."""
+    if name not in CONVENTIONS:
+        raise ValueError(f"unknown metric convention {name!r}; choose one of {', '.join(CONVENTIONS)}")
+    return CONVENTIONS[name]
 
 
 def check_seed(seed: int) -> int:

@@ -9,6 +9,7 @@ module in DistributedDataParallel, and the data-parallel commands (folder ``fuse
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -74,3 +75,28 @@ def barrier(world_size: int) -> None:
     """Wait for every rank (a no-op in one process)."""
     if world_size > 1:
         dist.barrier()
+
+
+def default_device() -> str:
+    """cuda when present, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(text: str | None) -> str | None:
+    """``text`` if it names a device this machine has (cpu, cuda, cuda:N); None (the default) passes.
+
+    Raises:
+        ValueError: another name, or cuda where there is none; the message lists the allowed values and
+            says whether CUDA is present.
+    """
+    if text is None:
+        return None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    present = f"CUDA is present ({count} device(s): cuda:0..cuda:{count - 1})" if count else "CUDA is not present"
+    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", text)
+    if match is None:
+        raise ValueError(f"--device {text!r} is not a device: use cpu, cuda or cuda:N; {present}")
+    if text != "cpu" and (not count or int(match.group(1) or 0) >= count):
+        choices = f"cpu, cuda or cuda:0..cuda:{count - 1}" if count else "cpu"
+        raise ValueError(f"--device {text}: {present}; use {choices}")
+    return text

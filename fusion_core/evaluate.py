@@ -31,12 +31,15 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from .baselines import BASELINES
+from .checkpoint import load_pipeline, resolve_pipeline
 from .color import luma
 from .data import ImagePair, find_images, find_pairs
 from .distributed import all_gather, barrier, share
 from .imaging import ImageLoadError, LoadedImage, read_image, to_uint8, write_png
 from .metrics import HIGHER_IS_BETTER, METRICS, PAPER_METRICS, compute_metrics, get_convention
 from .pipeline import FusionPipeline
+from .plots import plot_means
 
 FusionMethod = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (a (H, W), b (H, W[, 3])) in [0, 1] -> fused
 Progress = Callable[[int, int, str], None]  # (done, total, description)
@@ -143,30 +146,6 @@ def _write_means_csv(path: Path, means: dict, mean_rank: dict, convention: str) 
         writer.writerow(["method", *METRICS, "mean_rank", "convention"])
         for method, values in means.items():
             writer.writerow([method, *(values[label] for label in METRICS), mean_rank[method], convention])
-
-
-def plot_means(path: Path, means: Mapping[str, Mapping[str, float]], convention: str) -> None:
-    """Bar chart of the means: one panel per metric, one bar per method (matplotlib, no display needed)."""
-    from matplotlib.figure import Figure  # imported here: plotting is the only user and is slow to import
-
-    methods = list(means)
-    columns = 4
-    rows = -(-len(METRICS) // columns)
-    figure = Figure(figsize=(3.2 * columns, 2.6 * rows))
-    axes = figure.subplots(rows, columns).ravel()
-    colours = [f"C{i % 10}" for i in range(len(methods))]
-    for ax, label in zip(axes, METRICS, strict=False):  # the grid may have spare axes
-        values = [means[m][label] for m in methods]
-        ax.bar(range(len(methods)), [v if np.isfinite(v) else 0.0 for v in values], color=colours)
-        ax.set_title(label + (" (paper)" if label in PAPER_METRICS else ""), fontsize=10)
-        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
-        ax.tick_params(axis="y", labelsize=8)
-    for ax in axes[len(METRICS):]:
-        ax.set_visible(False)
-    figure.suptitle(f"Mean metrics per method ({convention} convention; higher is better)", fontsize=11)
-    # Fixed margins: a layout engine would double the time of a call that runs once per evaluation.
-    figure.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.9, hspace=0.75, wspace=0.3)
-    figure.savefig(path, dpi=100)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -419,3 +398,33 @@ def _write_tables(files: dict[str, Path], rows: list[ImageScore], means: dict, r
     )
     files["means_md"].write_text(format_markdown_table(means, convention=convention, mean_rank=ranks, caption=caption))
     plot_means(files["means_png"], means, convention)
+
+
+def parse_methods(text: str, checkpoint: str | None, preset: str, device: str, seed: int
+                  ) -> dict[str, FusionMethod]:
+    """``dgd,average,NAME=DIR,...`` -> method name -> fusion function (networks loaded once each)."""
+    methods: dict[str, FusionMethod] = {}
+    for token in filter(None, (t.strip() for t in text.split(","))):
+        name, _, directory = token.partition("=")
+        if directory:
+            methods[name] = pipeline_method(load_pipeline(directory, device), seed)
+        elif name == "dgd":
+            methods[name] = pipeline_method(resolve_pipeline(checkpoint, preset, device), seed)
+        elif name in BASELINES:
+            methods[name] = BASELINES[name]
+        else:
+            raise ValueError(f"unknown method {name!r}; use dgd, NAME=CHECKPOINT_DIR or one of {', '.join(BASELINES)}")
+    return methods
+
+
+def parse_external(tokens: list[str]) -> dict[str, str]:
+    """``["NAME=DIR", ...]`` (--external) -> name -> folder of that method's fused images."""
+    external = {}
+    for token in tokens:
+        name, _, folder = token.partition("=")
+        if not name or not folder:
+            raise ValueError(f"--external {token!r}: give NAME=DIR, the method's name and the folder of its images")
+        if name in external:
+            raise ValueError(f"--external names {name!r} twice")
+        external[name] = folder
+    return external

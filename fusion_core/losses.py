@@ -42,12 +42,13 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7, data_range: float = 
 
 @dataclass
 class FusionLossOutput:
-    """total (scalar, differentiable) and the three terms, detached floats for logging."""
+    """total (scalar, differentiable) and the three terms, detached scalars for logging (still on the device:
+    reading them back is a host sync, left to the logger)."""
 
     total: torch.Tensor
-    intensity: float
-    gradient: float
-    ssim: float
+    intensity: torch.Tensor
+    gradient: torch.Tensor
+    ssim: torch.Tensor
 
 
 class FusionLoss(nn.Module):
@@ -67,5 +68,5 @@ class FusionLoss(nn.Module):
         structure = 1 - (ssim(y_fused, y_a) + ssim(y_fused, y_b)) / 2
         c = self.config
         total = c.intensity * intensity + c.gradient * gradient + c.ssim * structure
-        return FusionLossOutput(total=total, intensity=intensity.item(), gradient=gradient.item(),
-                                ssim=structure.item())
+        return FusionLossOutput(total=total, intensity=intensity.detach(), gradient=gradient.detach(),
+                                ssim=structure.detach())

@@ -35,13 +35,15 @@ import numpy as np
 from scipy import ndimage
 
 from .color import luma
+from .config import CONVENTIONS as CONVENTIONS  # re-exported: the metrics and their conventions
+from .config import METRIC_DATA_RANGE, Convention, get_convention
 
 # Q^AB/F constants (Xydeas & Petrovic 2000; docs/design.md §4).
 QABF_TG, QABF_KG, QABF_DG = 0.9994, -15.0, 0.5
 QABF_TA, QABF_KA, QABF_DA = 0.9879, -22.0, 0.8
 
 # SSIM: scikit-image's defaults (uniform 7x7 window, sample covariance); 0..255 data have range 255.
-SSIM_WINDOW, SSIM_K1, SSIM_K2, DATA_RANGE = 7, 0.01, 0.03, 255.0
+SSIM_WINDOW, SSIM_K1, SSIM_K2 = 7, 0.01, 0.03
 
 # VIF (pixel domain, Sheikh & Bovik 2006): noise variance of the HVS model on 0..255 data, and the scales.
 VIF_NOISE_VAR, VIF_EPS, VIF_SCALES = 2.0, 1e-10, 4
@@ -121,8 +123,11 @@ def entropy(image: np.ndarray) -> float:
     EN = -sum_l p_l log2 p_l, p_l the fraction of pixels at level l (values rounded to 0..255).
     A constant image has EN 0; an image with two equally frequent levels has EN 1. Same in both conventions.
     """
-    counts = np.bincount(_levels(_as_luma(image, "image")).ravel(), minlength=256)
-    return _entropy_of_counts(counts, 2.0)
+    return _entropy(_as_luma(image, "image"))
+
+
+def _entropy(f: np.ndarray) -> float:
+    return _entropy_of_counts(np.bincount(_levels(f).ravel(), minlength=256), 2.0)
 
 
 def standard_deviation(image: np.ndarray) -> float:
@@ -136,7 +141,10 @@ def spatial_frequency(image: np.ndarray) -> float:
     RF (row frequency) is the RMS of the horizontal first differences F(i, j) - F(i, j-1), averaged over the
     H (W - 1) differences; CF likewise for the vertical differences. A constant image has SF 0.
     """
-    f = _as_luma(image, "image", min_side=2)
+    return _spatial_frequency(_as_luma(image, "image", min_side=2))
+
+
+def _spatial_frequency(f: np.ndarray) -> float:
     rf_sq = np.mean(np.diff(f, axis=1) ** 2)
     cf_sq = np.mean(np.diff(f, axis=0) ** 2)
     return float(np.sqrt(rf_sq + cf_sq))
@@ -148,7 +156,10 @@ def average_gradient(image: np.ndarray) -> float:
     Gx, Gy are central differences, one-sided at the borders (numpy.gradient, as MATLAB's `gradient` used by
     the usual toolboxes). A ramp F(i, j) = c j has AG = c / sqrt(2).
     """
-    f = _as_luma(image, "image", min_side=2)
+    return _average_gradient(_as_luma(image, "image", min_side=2))
+
+
+def _average_gradient(f: np.ndarray) -> float:
     gy, gx = np.gradient(f)
     return float(np.mean(np.sqrt((gx * gx + gy * gy) / 2)))
 
@@ -162,7 +173,10 @@ def mutual_information(fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, log_b
     MI(F, X) = sum_{f,x} p(f, x) log(p(f, x) / (p(f) p(x))) = H(F) + H(X) - H(F, X), from the 256x256 joint
     histogram of the rounded levels. MI(F, F) = H(F).
     """
-    f, a, b = _as_luma_triple(fused, a, b)
+    return _mutual_information(*_as_luma_triple(fused, a, b), log_base)
+
+
+def _mutual_information(f: np.ndarray, a: np.ndarray, b: np.ndarray, log_base: float) -> float:
     f_levels = _levels(f).ravel()
     total = 0.0
     for x in (a, b):
@@ -191,7 +205,7 @@ def _ssim_with(f: np.ndarray, sources: tuple[np.ndarray, ...], data_range: float
     return scores
 
 
-def ssim(x: np.ndarray, y: np.ndarray, *, data_range: float = DATA_RANGE) -> float:
+def ssim(x: np.ndarray, y: np.ndarray, *, data_range: float = METRIC_DATA_RANGE) -> float:
     """SSIM of one pair (Wang et al. 2004), equal to scikit-image's `structural_similarity` defaults.
 
     Uniform 7x7 window, K1 = 0.01, K2 = 0.03, C = (K data_range)^2 with data range 255 for 0..255 images,
@@ -205,7 +219,7 @@ def ssim(x: np.ndarray, y: np.ndarray, *, data_range: float = DATA_RANGE) -> flo
 
 
 def ssim_fusion(
-    fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, reduction: str = "mean", data_range: float = DATA_RANGE
+    fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, reduction: str = "mean", data_range: float = METRIC_DATA_RANGE
 ) -> float:
     """SSIM of F with both sources: (SSIM(F,A) + SSIM(F,B)) / 2 for "mean" (standard), their sum for "sum".
 
@@ -214,7 +228,10 @@ def ssim_fusion(
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    f, a, b = _as_luma_triple(fused, a, b, SSIM_WINDOW)
+    return _ssim_fusion(*_as_luma_triple(fused, a, b, SSIM_WINDOW), reduction, data_range)
+
+
+def _ssim_fusion(f: np.ndarray, a: np.ndarray, b: np.ndarray, reduction: str, data_range: float) -> float:
     total = sum(_ssim_with(f, (a, b), data_range))
     return total / 2 if reduction == "mean" else total
 
@@ -225,7 +242,10 @@ def psnr(fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, peak: float | None 
     peak is 255 in the standard convention; None takes max(F), as the published Evaluator does. F equal to
     both sources gives +inf.
     """
-    f, a, b = _as_luma_triple(fused, a, b)
+    return _psnr(*_as_luma_triple(fused, a, b), peak)
+
+
+def _psnr(f: np.ndarray, a: np.ndarray, b: np.ndarray, peak: float | None) -> float:
     mse = (np.mean((f - a) ** 2) + np.mean((f - b) ** 2)) / 2
     peak_value = float(f.max()) if peak is None else float(peak)
     if mse == 0:
@@ -240,7 +260,10 @@ def correlation_coefficient(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> 
 
     Invariant to F -> s F + t for s > 0; CC(F, F, F) = 1.
     """
-    f, a, b = _as_luma_triple(fused, a, b)
+    return _correlation_coefficient(*_as_luma_triple(fused, a, b))
+
+
+def _correlation_coefficient(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return (_pearson(f, a) + _pearson(f, b)) / 2
 
 
@@ -250,7 +273,10 @@ def scd(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     F - B estimates what F took from A (and F - A what it took from B). Range [-2, 2]; r is Pearson (0 for a
     constant image). Symmetric in A and B.
     """
-    f, a, b = _as_luma_triple(fused, a, b)
+    return _scd(*_as_luma_triple(fused, a, b))
+
+
+def _scd(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return _pearson(f - b, a) + _pearson(f - a, b)
 
 
@@ -304,7 +330,10 @@ def qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, toolbox_compatible:
     A copy of an edge image (F = A = B) scores Tg / (1 + exp(kg / 2)) * Ta / (1 + exp(0.2 ka)) = 0.9748,
     not 1. Sources without any edge give 0 / 0, taken as 1 (nothing to preserve). Needs at least 3x3 pixels.
     """
-    f, a, b = _as_luma_triple(fused, a, b, min_side=3)
+    return _qabf(*_as_luma_triple(fused, a, b, min_side=3), toolbox_compatible)
+
+
+def _qabf(f: np.ndarray, a: np.ndarray, b: np.ndarray, toolbox_compatible: bool) -> float:
     g_f, alpha_f = _sobel(f, toolbox_compatible)
     numerator, denominator = 0.0, 0.0
     for x in (a, b):
@@ -390,65 +419,46 @@ def vif(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     F enhances contrast; a constant source gives 0 / 0, taken as 1. Needs at least 17x17 pixels.
     This is the VIF of the published Evaluator too (there named VIFF; not Han et al.'s VIFF of 2013).
     """
-    f, a, b = _as_luma_triple(fused, a, b, VIF_MIN_SIDE)
+    return _vif(*_as_luma_triple(fused, a, b, VIF_MIN_SIDE))
+
+
+def _vif(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     f_levels = _vif_pyramid(f)
     return _vif_single(_vif_pyramid(a), f_levels) + _vif_single(_vif_pyramid(b), f_levels)
 
 
-# ------------------------------------------------------------------------------------ conventions and table
-
-
-@dataclass(frozen=True)
-class Convention:
-    """How the metrics that papers compute differently are reported (see the module docstring)."""
-
-    name: str
-    mi_log_base: float  # 2 -> bits, e -> nats
-    ssim_reduction: str  # "mean" or "sum" over the two sources
-    ssim_data_range: float  # 255 for 0..255 data; 2 reproduces scikit-image < 0.20 on float input
-    psnr_peak: float | None  # None -> max(F)
-    qabf_toolbox_compatible: bool  # zero padding and unwrapped orientations, as Qabf.m
-    summary: str  # one line, printed above every table
-
-
-CONVENTIONS: dict[str, Convention] = {
-    "standard": Convention(
-        "standard", 2.0, "mean", DATA_RANGE, 255.0, False,
-        "standard (docs/design.md §4): MI in bits (sum over A and B); SSIM = mean of SSIM(F,A) and SSIM(F,B) "
-        "(7x7 window, data range 255); PSNR with peak 255; Qabf with reflected borders",
-    ),
-    "published": Convention(
-        "published", float(np.e), "sum", 2.0, None, True,
-        "published (as CDDFuse's utils/Evaluator.py): MI in nats (sum over A and B); SSIM = SSIM(F,A) + "
-        "SSIM(F,B) (7x7 window, data range 2 as scikit-image < 0.20 assumed); PSNR with peak max(F); "
-        "Qabf as MATLAB Qabf.m (zero padding, unwrapped orientation)",
-    ),
-}
-
-
-def get_convention(name: str) -> Convention:
-    """The Convention called name; ValueError listing the known names otherwise."""
-    if name not in CONVENTIONS:
-        raise ValueError(f"unknown metric convention {name!r}; choose one of {', '.join(CONVENTIONS)}")
-    return CONVENTIONS[name]
+# ------------------------------------------------------------------------------------------------- table
 
 
 MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray, Convention], float]
 
-# label -> fn(fused, a, b, convention). Labels are the paper's; the first seven are the paper's metrics.
-METRICS: dict[str, MetricFn] = {
-    "EN": lambda f, a, b, c: entropy(f),
-    "MI": lambda f, a, b, c: mutual_information(f, a, b, log_base=c.mi_log_base),
-    "SSIM": lambda f, a, b, c: ssim_fusion(f, a, b, reduction=c.ssim_reduction, data_range=c.ssim_data_range),
-    "PSNR": lambda f, a, b, c: psnr(f, a, b, peak=c.psnr_peak),
-    "SF": lambda f, a, b, c: spatial_frequency(f),
-    "Qabf": lambda f, a, b, c: qabf(f, a, b, toolbox_compatible=c.qabf_toolbox_compatible),
-    "CC": lambda f, a, b, c: correlation_coefficient(f, a, b),
-    "SD": lambda f, a, b, c: standard_deviation(f),
-    "AG": lambda f, a, b, c: average_gradient(f),
-    "SCD": lambda f, a, b, c: scd(f, a, b),
-    "VIF": lambda f, a, b, c: vif(f, a, b),
+# label -> fn(fused, a, b, convention) on validated float64 luma (as ``compute_metrics`` passes them).
+_UNCHECKED: dict[str, MetricFn] = {
+    "EN": lambda f, a, b, c: _entropy(f),
+    "MI": lambda f, a, b, c: _mutual_information(f, a, b, c.mi_log_base),
+    "SSIM": lambda f, a, b, c: _ssim_fusion(f, a, b, c.ssim_reduction, c.ssim_data_range),
+    "PSNR": lambda f, a, b, c: _psnr(f, a, b, c.psnr_peak),
+    "SF": lambda f, a, b, c: _spatial_frequency(f),
+    "Qabf": lambda f, a, b, c: _qabf(f, a, b, c.qabf_toolbox_compatible),
+    "CC": lambda f, a, b, c: _correlation_coefficient(f, a, b),
+    "SD": lambda f, a, b, c: float(f.std()),
+    "AG": lambda f, a, b, c: _average_gradient(f),
+    "SCD": lambda f, a, b, c: _scd(f, a, b),
+    "VIF": lambda f, a, b, c: _vif(f, a, b),
 }
+# The smallest side each metric needs (1 where not listed).
+MIN_SIDE: dict[str, int] = {"SSIM": SSIM_WINDOW, "SF": 2, "Qabf": 3, "AG": 2, "VIF": VIF_MIN_SIDE}
+
+
+def _checked(label: str) -> MetricFn:
+    """The metric ``label`` on any images ``compute_metrics`` accepts: validated, then computed."""
+    def metric(fused: np.ndarray, a: np.ndarray, b: np.ndarray, convention: Convention) -> float:
+        return _UNCHECKED[label](*_as_luma_triple(fused, a, b, MIN_SIDE.get(label, 1)), convention)
+    return metric
+
+
+# label -> fn(fused, a, b, convention) on any images. Labels are the paper's; the first seven are the paper's.
+METRICS: dict[str, MetricFn] = {label: _checked(label) for label in _UNCHECKED}
 PAPER_METRICS: tuple[str, ...] = ("EN", "MI", "SSIM", "PSNR", "SF", "Qabf", "CC")
 # All eleven grow with quality (more information, similarity, sharpness or fidelity).
 HIGHER_IS_BETTER: dict[str, bool] = {label: True for label in METRICS}
@@ -485,5 +495,6 @@ def compute_metrics(
     unknown = [label for label in labels if label not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric label(s) {unknown}; choose from {', '.join(METRICS)}")
-    f, a, b = _as_luma_triple(fused, a, b)  # once here: each metric re-checks the float64 luma cheaply
-    return MetricsReport({label: METRICS[label](f, a, b, chosen) for label in labels}, chosen.name)
+    min_side = max((MIN_SIDE.get(label, 1) for label in labels), default=1)
+    f, a, b = _as_luma_triple(fused, a, b, min_side)  # the one validation; the metrics run unchecked
+    return MetricsReport({label: _UNCHECKED[label](f, a, b, chosen) for label in labels}, chosen.name)

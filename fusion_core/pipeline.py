@@ -1,11 +1,11 @@
-"""FusionPipeline: the one place the denoising UNet, the diffusion process and the fusion head meet.
+"""FusionPipeline: DGD-Fusion inference, numpy in and numpy out, around a ``DGDFusionModel`` and its process.
 
 fuse(a, b): A (gray) and B (gray or RGB) -> B's luminance Y_B (BT.601) -> the pair x_0 = concat(A, B_rgb)
 in [-1, 1] is noised to each feature timestep with noise from a generator seeded per call (eq. 1) -> one
-UNet pass per timestep -> the fusion head reads the decoder features and the sources -> Y_F ->
-RGB(Y_F, Cb_B, Cr_B) (docs/design.md §1-2). Any size: inputs are reflect-padded to the network's stride and
-cropped back; inputs larger than ``tile_size`` are fused in overlapping tiles blended with linear ramps, so
-memory is bounded by the tile, not the image.
+UNet pass per timestep -> the fusion head reads the decoder features and the sources (the model's forward,
+which training calls too) -> Y_F -> RGB(Y_F, Cb_B, Cr_B) (docs/design.md §1-2). Any size: inputs are
+reflect-padded to the network's stride and cropped back; inputs larger than ``tile_size`` are fused in
+overlapping tiles blended with linear ramps, so memory is bounded by the tile, not the image.
 
 Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 """
@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from einops import rearrange
-from torch import nn
 
 from .color import luma, replace_luma
-from .config import FusionConfig, FusionHeadConfig
+from .config import FusionConfig
 from .diffusion import GaussianDiffusion
 from .layers.common import crop_back, pad_to_multiple
+from .models.dgd_fusion import DGDFusionModel, build_model
 from .models.fusion_head import CrossLayerFusionHead, FusionHeadOutput
 from .models.unet import DenoisingUNet, UNetIntermediates
 
@@ -163,49 +162,53 @@ def _ramp(start: int, end: int, total: int, overlap: int) -> np.ndarray:
     return w
 
 
-class FusionPipeline(nn.Module):
-    """DGD-Fusion inference: ``fuse(a, b) -> FusionResult``. Holds the UNet, the diffusion process, the head."""
+class FusionPipeline:
+    """DGD-Fusion inference, numpy in and numpy out: ``fuse(a, b) -> FusionResult``.
 
-    def __init__(self, config: FusionConfig, *, trained: bool = False, tile_size: int = 1024,
-                 tile_overlap: int = 64):
-        super().__init__()
-        self.config = config
-        self.unet = DenoisingUNet(config.unet)
-        self.diffusion = GaussianDiffusion(config.diffusion)
-        self.head = CrossLayerFusionHead(config.head, config.unet)
+    Built around a ``DGDFusionModel`` and the diffusion process that noises its inputs (as a diffusers
+    pipeline registers its model and scheduler); it reads arrays, pads, tiles, converts colour and collects
+    intermediates. Training calls the model and the process directly, never this class.
+    """
+
+    def __init__(self, model: DGDFusionModel, diffusion: GaussianDiffusion | None = None, *, trained: bool = False,
+                 tile_size: int = 1024, tile_overlap: int = 64):
+        self.model = model
+        self.diffusion = diffusion if diffusion is not None else GaussianDiffusion(model.config.diffusion)
+        self.diffusion.to(self.device)
         self.trained = trained
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
 
-    def with_head(self, head: FusionHeadConfig, generator: torch.Generator | None = None) -> FusionPipeline:
-        """A pipeline with this UNet (its weights copied) and a freshly initialised head of config ``head``,
-        drawn from ``generator`` (a CPU generator; None: torch's global one)."""
-        config = replace(self.config, head=head)
-        with drawing_from(generator):
-            pipeline = FusionPipeline(config, trained=self.trained, tile_size=self.tile_size,
-                                      tile_overlap=self.tile_overlap).to(self.device)
-        pipeline.unet.load_state_dict(self.unet.state_dict())
-        return pipeline
+    @property
+    def config(self) -> FusionConfig:
+        return self.model.config
 
-    def with_head_of(self, donor: FusionPipeline) -> FusionPipeline:
-        """A pipeline with this UNet and a copy of ``donor``'s head (its config and weights).
+    @property
+    def unet(self) -> DenoisingUNet:
+        return self.model.unet
 
-        The head reads the UNet's decoder features through 1x1 projections, so the two UNets must have the
-        same widths; a trained head carries over to a retrained UNet (docs/training.md measures it)."""
-        if donor.config.unet.channels != self.config.unet.channels:
-            raise ValueError(f"the head was trained on a UNet of widths {donor.config.unet.channels}; this "
-                             f"UNet has {self.config.unet.channels}")
-        pipeline = self.with_head(donor.config.head, torch.Generator())  # its draws are overwritten at once
-        pipeline.head.load_state_dict(donor.head.state_dict())
-        return pipeline
+    @property
+    def head(self) -> CrossLayerFusionHead:
+        return self.model.head
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return next(self.model.parameters()).device
 
     @property
     def stride(self) -> int:
-        return math.lcm(self.config.unet.stride, self.config.head.head_downsample)
+        return self.model.stride
+
+    def to(self, device: str | torch.device) -> FusionPipeline:
+        """Move the model and the process to ``device``; returns self."""
+        self.model.to(device)
+        self.diffusion.to(device)
+        return self
+
+    def eval(self) -> FusionPipeline:
+        """Put the model in evaluation mode (no dropout); returns self."""
+        self.model.eval()
+        return self
 
     @torch.no_grad()
     def fuse(self, a: np.ndarray, b: np.ndarray, *, feature_timesteps: tuple[int, ...] | None = None,
@@ -244,17 +247,9 @@ class FusionPipeline(nn.Module):
         ``generators[i]`` alone, and in a shared pass the draws are interleaved into the UNet's timestep-major
         batch (``_pair_noise``).
 
-        On the CPU every result is ``fuse``'s, bit for bit, whatever ``batch_size`` (tests/test_pipeline.py):
-        each pair has its own pass of the network (``SHARED_PASS_DEVICES``). PyTorch's CPU kernels are not
-        batch-invariant: compared layer by layer, four pairs in one pass round differently from four lone
-        passes in the Linear layers of the time embeddings and FiLM projections (MKL), in SiLU and sigmoid (a
-        vectorised loop against its scalar tail), in GELU (on a strided input) and, by batch size and thread
-        count, in 1x1 convolutions (PyTorch's own kernel or oneDNN, see ``torch._C._select_conv_backend``;
-        with oneDNN off, NNPACK from 16 samples). Which elements a vectorised tail takes depends on the image
-        size, so no fixed set of per-sample layers makes a shared CPU pass exact; and a shared pass buys a
-        CPU little (docs/design.md §5 has the measurements). On CUDA same-size pairs share a pass, for
-        throughput, and a result equals ``fuse``'s to float32 rounding (cuDNN, too, may pick its algorithms
-        by batch size); that has not been checked bit for bit.
+        On the CPU each pair has its own pass of the network (``SHARED_PASS_DEVICES``), so every result is
+        ``fuse``'s bit for bit, whatever ``batch_size``; CPU kernels are not batch-invariant (docs/design.md §5).
+        On CUDA same-size pairs share a pass, for throughput, and a result equals ``fuse``'s to float32 rounding.
         Pairs larger than ``tile_size`` are fused one at a time, in tiles, as ``fuse`` does.
 
         Args:
@@ -355,40 +350,17 @@ class FusionPipeline(nn.Module):
         a, b, y_b = padded[:, :1], padded[:, 1:4], padded[:, 4:]
         x0 = torch.cat([a, b], dim=1) * 2 - 1  # (N, 4, H, W) in [-1, 1]
         noise = _pair_noise(generators, len(timesteps), tuple(x0.shape[1:]))
-        features, record = self.unet_features(x0, timesteps, None, return_intermediates, noise=noise)
-        t = torch.tensor([timesteps], device=device).expand(len(generators), -1)  # (N, T)
-        head = self.head(a, y_b, features, t, return_intermediates=return_intermediates)
-        y = crop_back(head.y_fused, size)[:, 0].float().cpu().numpy()  # (N, h, w)
-        if record is None:
+        out = self.model(a, y_b, x0, timesteps, self.diffusion, noise, return_intermediates)
+        y = crop_back(out.y_fused, size)[:, 0].float().cpu().numpy()  # (N, h, w)
+        if out.unet is None:
             return y, None
-        return y, _collect(record, head, size, tuple(padded.shape[-2:]))
-
-    def unet_features(self, x0: torch.Tensor, timesteps: tuple[int, ...], generator: torch.Generator | None,
-                      return_intermediates: bool = False, *, noise: torch.Tensor | None = None
-                      ) -> tuple[list[torch.Tensor], UNetIntermediates | None]:
-        """Noise x0 (B, 4, H, W) to each timestep (eq. 1) and run the UNet once on all of them.
-
-        All T timesteps go through the UNet as one batch of T * B. Measured on a 2-core CPU for a 640x512
-        input of the ``cpu`` preset: 0.145 s batched against 0.153 s for T single-sample calls, so the
-        batch (which docs/design.md §2.1 describes) stays.
-        The noise, (T * B, 4, H, W) timestep-major, is ``noise`` when given, else drawn from ``generator``.
-        Returns decoder features with timesteps stacked on channels, (B, T * C_i, H_i, W_i), and, when asked,
-        the UNet's intermediates with its batch of T * B, timestep-major: "(t b) ...".
-        """
-        num_t, b = len(timesteps), x0.shape[0]
-        if noise is None:
-            noise = torch.randn((num_t * b, *x0.shape[1:]), generator=generator, device=generator.device)
-        t = torch.tensor(timesteps, device=x0.device).repeat_interleave(b)  # (T * B,)
-        x_t = self.diffusion.q_sample(x0.repeat(num_t, 1, 1, 1), t, noise=noise.to(x0.device))
-        out = self.unet.forward_features(x_t, t, return_intermediates)
-        features = [rearrange(f, "(t b) c h w -> b (t c) h w", t=num_t) for f in out.features]
-        return features, out.intermediates
+        return y, _collect(out.unet, out.head, size, tuple(padded.shape[-2:]))
 
 
 def _pair_noise(generators: Sequence[torch.Generator], num_t: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Each pair's noise (T, *shape) from its own generator, interleaved timestep-major: (T * N, *shape).
 
-    A generator draws exactly what ``unet_features`` draws for that pair alone, so batching keeps the noise.
+    A generator draws exactly what it draws for that pair alone, so batching keeps the noise.
     """
     noise = [torch.randn((num_t, *shape), generator=g, device=g.device) for g in generators]
     return rearrange(torch.stack(noise), "n t ... -> (t n) ...")
@@ -421,30 +393,10 @@ def _crop(x: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> np
     return _numpy(x[..., :h, :w])
 
 
-@contextmanager
-def drawing_from(generator: torch.Generator | None):
-    """Within the block, torch's global CPU generator draws from ``generator``, which then advances by
-    what was drawn; the global state is restored afterwards. Nothing changes when ``generator`` is None.
-
-    nn.Module initialisers take no generator argument, so this is how every parameter of a network built in
-    the block (whatever its layers' own init schemes) comes from ``generator``.
-    """
-    if generator is None:
-        yield
-        return
-    if generator.device.type != "cpu":
-        raise ValueError(f"weights are initialised on the CPU; pass a CPU generator, not one on {generator.device}")
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.set_state(generator.get_state())
-        yield
-        generator.set_state(torch.default_generator.get_state())
-
-
 def build_pipeline(config: FusionConfig, generator: torch.Generator | None = None) -> FusionPipeline:
-    """A pipeline with freshly initialised (untrained) weights, in eval mode.
+    """A pipeline with freshly initialised (untrained) weights (``models.build_model``), in eval mode.
 
     Args:
         generator: a CPU generator every initial weight is drawn from (None: torch's global generator).
     """
-    with drawing_from(generator):
-        return FusionPipeline(config).eval()
+    return FusionPipeline(build_model(config, generator))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fusion_core.config import PRESETS, FusionConfig, FusionHeadConfig, UNetConfig
+from fusion_core.models.dgd_fusion import DGDFusionModel
 from fusion_core.pipeline import FusionPipeline
 
 TINY_UNET = {"channels": (4, 8, 8, 8), "space_to_depth": 2, "time_embed_dim": 16, "norm_groups": 2}
@@ -34,7 +35,7 @@ def tiny_pipeline(tiny_config: FusionConfig) -> FusionPipeline:
     """Random weights, with the head's zero-initialised last convolution moved off zero: an untrained head
     returns the plain average of the sources, which would hide the UNet's features and the noise seed."""
     torch.manual_seed(0)
-    pipeline = FusionPipeline(tiny_config).eval()
+    pipeline = FusionPipeline(DGDFusionModel(tiny_config)).eval()
     last = pipeline.head.reconstruct[-1]
     with torch.no_grad():
         last.weight.normal_(std=0.1)

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import make_pair
 from fusion_core import checkpoint
 from fusion_core.checkpoint import (
     CARD_NAME,
+    CHECKPOINT_ROOT,
     CONFIG_NAME,
     MANIFEST_NAME,
     PENDING_NAME,
@@ -28,6 +30,8 @@ from fusion_core.checkpoint import (
     read_checkpoint_file,
     save_pipeline,
 )
+from fusion_core.config import PRESETS, FusionConfig
+from fusion_core.models.dgd_fusion import DGDFusionModel
 from fusion_core.pipeline import FusionPipeline
 
 BUNDLED = sorted(p for p in (Path(__file__).resolve().parent.parent / "assets" / "checkpoints").iterdir() if p.is_dir())
@@ -49,7 +53,7 @@ def _changed(pipeline: FusionPipeline) -> FusionPipeline:
     """A copy of ``pipeline`` with other weights."""
     other = copy.deepcopy(pipeline)
     with torch.no_grad():
-        for parameter in other.parameters():
+        for parameter in other.model.parameters():
             parameter.add_(1)
     return other
 
@@ -85,8 +89,8 @@ def test_default_model_card_names_the_config(tmp_path, tiny_pipeline):
 def test_load_rebuilds_the_config_and_weights_from_the_folder_alone(saved, tiny_pipeline):
     loaded = load_pipeline(saved)
     assert loaded.config == tiny_pipeline.config
-    assert loaded.trained and not loaded.training
-    original, restored = tiny_pipeline.state_dict(), loaded.state_dict()
+    assert loaded.trained and not loaded.model.training
+    original, restored = tiny_pipeline.model.state_dict(), loaded.model.state_dict()
     assert original.keys() == restored.keys()
     assert all(torch.equal(original[k], restored[k]) for k in original)
 
@@ -151,8 +155,8 @@ def test_a_save_cut_short_in_its_switch_reads_as_the_new_checkpoint(saved, tiny_
     monkeypatch.setattr(os, "replace", replace)
     staged = sorted(p.name for p in (saved / PENDING_NAME).iterdir())
     assert staged == sorted([WEIGHTS_NAME, CARD_NAME, MANIFEST_NAME])
-    loaded = load_pipeline(saved).state_dict()
-    assert all(torch.equal(loaded[name], value) for name, value in new.state_dict().items())
+    loaded = load_pipeline(saved).model.state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in new.model.state_dict().items())
     assert sorted(p.name for p in (saved / PENDING_NAME).iterdir()) == staged  # reading changed nothing
     finish_pending(saved)
     assert not (saved / PENDING_NAME).exists()
@@ -214,14 +218,14 @@ def test_bundled_checkpoints_without_a_manifest_load(folder):
 
 
 def test_a_folder_without_a_manifest_loads_as_it_is(hand_made, tiny_pipeline):
-    loaded = load_pipeline(hand_made).state_dict()
-    assert all(torch.equal(loaded[name], value) for name, value in tiny_pipeline.state_dict().items())
+    loaded = load_pipeline(hand_made).model.state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in tiny_pipeline.model.state_dict().items())
 
 
 def test_a_pickled_file_in_the_folder_is_refused_unopened(tmp_path, tiny_pipeline, no_unpickling):
     folder = tmp_path / "pickled"
     folder.mkdir()
-    torch.save(tiny_pipeline.state_dict(), folder / "model.pt")
+    torch.save(tiny_pipeline.model.state_dict(), folder / "model.pt")
     with pytest.raises(CheckpointError, match="pickle"):
         load_pipeline(folder)
 
@@ -229,13 +233,13 @@ def test_a_pickled_file_in_the_folder_is_refused_unopened(tmp_path, tiny_pipelin
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt", ".bin"])
 def test_a_path_to_a_pickled_file_is_refused_unopened(tmp_path, tiny_pipeline, suffix, no_unpickling):
     path = tmp_path / f"weights{suffix}"
-    torch.save(tiny_pipeline.state_dict(), path)
+    torch.save(tiny_pipeline.model.state_dict(), path)
     with pytest.raises(CheckpointError, match="pickle"):
         load_pipeline(path)
 
 
 def test_a_pickle_named_like_safetensors_is_refused_unopened(hand_made, tiny_pipeline, no_unpickling):
-    torch.save(tiny_pipeline.state_dict(), hand_made / WEIGHTS_NAME)
+    torch.save(tiny_pipeline.model.state_dict(), hand_made / WEIGHTS_NAME)
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
         load_pipeline(hand_made)
 
@@ -300,3 +304,15 @@ def test_missing_folder_or_weights_are_refused(tmp_path, hand_made):
     (hand_made / WEIGHTS_NAME).unlink()
     with pytest.raises(CheckpointError, match=f"no {WEIGHTS_NAME}"):
         load_pipeline(hand_made)
+
+
+@pytest.mark.parametrize("folder", sorted(p for p in CHECKPOINT_ROOT.iterdir() if (p / WEIGHTS_NAME).is_file()),
+                         ids=lambda p: p.name)
+def test_each_shipped_checkpoint_names_the_preset_that_builds_it(folder):
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config["name"] in PRESETS, f"{folder.name}/config.json names no preset"
+    preset = PRESETS[config["name"]]
+    assert FusionConfig.from_dict({k: v for k, v in config.items() if k != "format"}) == preset
+    built = {name: tuple(t.shape) for name, t in DGDFusionModel(preset).state_dict().items()}
+    shipped = {name: tuple(t.shape) for name, t in load_file(folder / WEIGHTS_NAME).items()}
+    assert built == shipped

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import ALL_PRESETS, tiny
 from fusion_core.config import PRESETS, FusionConfig, LossConfig, TrainConfig, UNetConfig, parse_timesteps
-from fusion_core.pipeline import FusionPipeline
+from fusion_core.models.dgd_fusion import DGDFusionModel
 
 
 def test_configs_are_frozen():
@@ -39,8 +39,8 @@ def test_ablation_presets_switch_the_modules():
 
 @pytest.mark.parametrize("name", ALL_PRESETS)
 def test_every_preset_builds(name):
-    pipeline = FusionPipeline(tiny(PRESETS[name]))
-    assert sum(p.numel() for p in pipeline.parameters()) > 0
+    model = DGDFusionModel(tiny(PRESETS[name]))
+    assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_parse_timesteps_reads_the_separators_people_type():

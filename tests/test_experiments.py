@@ -4,6 +4,7 @@ ablation (six variants, same steps and seed, resumable) and the Tables 1-3 compa
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 from pathlib import Path
@@ -21,7 +22,10 @@ from fusion_core.config import TrainConfig
 from fusion_core.experiments import ABLATION_VARIANTS, percent_above, run_ablation, run_comparison, split_steps
 from fusion_core.imaging import write_png
 from fusion_core.metrics import PAPER_METRICS
-from fusion_core.train import LOG_NAME, read_train_state
+from fusion_core.training import LOG_NAME, read_train_state
+
+ABLATION = importlib.import_module("fusion_core.experiments.ablation")  # its warm-up calls train
+STAGES = importlib.import_module("fusion_core.training.run")  # run_stages, the loop over stages, calls train
 
 BASE = TrainConfig(batch_size=2, crop=32, checkpoint_every=0, preview_every=0, log_every=1)
 
@@ -106,7 +110,8 @@ def test_ablation_writes_the_table_curves_and_report(ablation):
 @pytest.mark.slow
 def test_second_ablation_run_reuses_finished_variants(ablation, data, monkeypatch):
     before = _weights_mtimes(ablation.out_dir)
-    monkeypatch.setattr(experiments, "train", _refuse_training)
+    monkeypatch.setattr(ABLATION, "train", _refuse_training)
+    monkeypatch.setattr(STAGES, "train", _refuse_training)
     again = _ablation(data, ablation.out_dir)
     assert all(run.reused for run in again.runs.values())
     assert _weights_mtimes(ablation.out_dir) == before
@@ -133,8 +138,8 @@ def test_interrupted_variant_resumes_at_stage_2(data, tmp_path, monkeypatch):
         _ablation(data, tmp_path, variants=("DFE_3",), progress=stop_in_stage_2)
     assert read_train_state(tmp_path / "DFE_3")["stage"] == 1
     stages = []
-    real_train = experiments.train
-    monkeypatch.setattr(experiments, "train", lambda *args, **kwargs: stages.append(args[2].stage) or
+    real_train = STAGES.train
+    monkeypatch.setattr(STAGES, "train", lambda *args, **kwargs: stages.append(args[2].stage) or
                         real_train(*args, **kwargs))
     result = _ablation(data, tmp_path, variants=("DFE_3",))
     assert stages == [2]
@@ -150,7 +155,8 @@ def test_budget_is_converted_to_steps_once_and_kept(data, tmp_path, monkeypatch)
     plan = first.plan
     assert plan.budget_minutes == 0.01 and plan.slowest_variant == "DFE_3" and plan.seconds_per_step > 0
     assert plan.steps == max(2, math.floor(0.01 * 60 / plan.seconds_per_step))
-    monkeypatch.setattr(experiments, "train", _refuse_training)  # no new warm-up, no retraining
+    monkeypatch.setattr(ABLATION, "train", _refuse_training)  # no new warm-up
+    monkeypatch.setattr(STAGES, "train", _refuse_training)  # no retraining
     assert _ablation(data, tmp_path, steps=None, budget_minutes=0.01, variants=("DFE_3",)).plan == plan
 
 

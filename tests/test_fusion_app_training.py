@@ -11,16 +11,27 @@ import torch
 
 from conftest import make_pair
 from fusion_app.training import Trainer, TrainingJob, training_card
-from fusion_core import FusionPipeline, PairDataset, TrainConfig, find_pairs, load_pipeline, write_png
+from fusion_core import (
+    DGDFusionModel,
+    FusionPipeline,
+    PairDataset,
+    TrainConfig,
+    find_pairs,
+    load_model,
+    model_card,
+    write_png,
+)
 
 
 def _run(trainer: Trainer, tiny_config, data: Path, out: Path) -> TrainingJob:
     torch.manual_seed(0)
-    pipeline = FusionPipeline(tiny_config)
+    pipeline = FusionPipeline(DGDFusionModel(tiny_config))
     configs = [TrainConfig(stage=stage, steps=7, batch_size=2, crop=32, checkpoint_every=0, preview_every=0,
                            log_every=1) for stage in (1, 2)]
     job = TrainingJob(name=out.name, out_dir=out, steps_per_stage=7, stages=(1, 2))
-    trainer.start(job, pipeline, PairDataset(find_pairs(data)), configs, "", lambda _: None)
+    dataset = PairDataset(find_pairs(data))
+    provenance = training_card(out.name, "random weights", str(data), len(dataset), configs)
+    trainer.start(job, pipeline, dataset, configs, provenance, lambda _: None)
     for _ in range(1200):  # the worker thread marks the job done, failed or not
         if job.done:
             break
@@ -47,12 +58,12 @@ def test_chunked_run_equals_one_run(tiny_config, rng, tmp_path):
     chunked = _run(Trainer(chunk_steps=3, accelerate=accelerate), tiny_config, data, tmp_path / "chunked")
     assert len(calls) == 6  # 3 + 3 + 1 steps in each of the two stages
     assert whole.error is None and chunked.error is None and chunked.step == whole.step == 14
-    expected = load_pipeline(whole.out_dir).state_dict()
-    for name, value in load_pipeline(chunked.out_dir).state_dict().items():
+    expected = load_model(whole.out_dir).state_dict()
+    for name, value in load_model(chunked.out_dir).state_dict().items():
         np.testing.assert_array_equal(value.numpy(), expected[name].numpy(), err_msg=name)
 
 
 def test_the_card_of_a_run_names_its_seed():
     configs = [TrainConfig(stage=stage, steps=3) for stage in (1, 2)]
-    card = training_card("run", "random weights", "the bundled examples", 2, configs)
+    card = model_card(training_card("run", "random weights", "the bundled examples", 2, configs))
     assert "- seed: `train.seed` = 0 (the random initial weights, the crops, flips and noise)" in card

@@ -10,8 +10,8 @@ Imports run one way. A module may import modules of its own tier or of the tiers
 | models | models/ |
 | diffusion | diffusion |
 | pipeline | pipeline, checkpoint |
-| training and evaluation | distributed, data, losses, validation, evaluate, folder_fusion, train, experiments, bench, |
-| | and the package's re-exports |
+| training and evaluation | distributed, data, losses, validation, evaluate, folder_fusion, plots, training/, |
+| | experiments/, bench, and the package's re-exports |
 | command line | cli, __main__ |
 | app domain | fusion_app/: archive, deadline, figures, models, training, limits, texts, inputs, reports, sessions, |
 | | device (no gradio) |
@@ -42,14 +42,18 @@ TIERS: list[tuple[str, tuple[str, ...]]] = [
     ("layers", ("fusion_core.layers", "fusion_core.layers.common", "fusion_core.layers.embeddings",
                 "fusion_core.layers.dynamic_conv", "fusion_core.layers.gated", "fusion_core.layers.restormer",
                 "fusion_core.layers.glsa")),
-    ("models", ("fusion_core.models", "fusion_core.models.unet", "fusion_core.models.fusion_head")),
+    ("models", ("fusion_core.models", "fusion_core.models.unet", "fusion_core.models.fusion_head",
+                "fusion_core.models.dgd_fusion")),
     ("diffusion", ("fusion_core.diffusion",)),
     ("pipeline", ("fusion_core.pipeline", "fusion_core.checkpoint")),
-    # `fusion_core` itself (the public API's re-exports) reaches down to train, so it sits in train's tier.
+    # `fusion_core` itself (the public API's re-exports) reaches down to training, so it sits in its tier.
     ("training and evaluation", ("fusion_core.distributed", "fusion_core.data", "fusion_core.losses",
                                  "fusion_core.validation", "fusion_core.evaluate", "fusion_core.folder_fusion",
-                                 "fusion_core.train", "fusion_core.experiments", "fusion_core.bench",
-                                 "fusion_core")),
+                                 "fusion_core.plots", "fusion_core.training", "fusion_core.training.provenance",
+                                 "fusion_core.training.state", "fusion_core.training.loop",
+                                 "fusion_core.training.run", "fusion_core.experiments",
+                                 "fusion_core.experiments.ablation", "fusion_core.experiments.comparison",
+                                 "fusion_core.bench", "fusion_core")),
     ("command line", ("fusion_core.cli", "fusion_core.__main__")),
     ("app domain", ("fusion_app", "fusion_app.archive", "fusion_app.deadline", "fusion_app.figures",
                     "fusion_app.models", "fusion_app.training", "fusion_app.limits", "fusion_app.texts",

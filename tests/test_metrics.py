@@ -393,3 +393,17 @@ def test_metrics_module_imports_no_torch():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any(name.split(".")[0] == "torch" for name in imported)
+
+
+def test_compute_metrics_validates_each_image_once(monkeypatch):
+    rng = np.random.default_rng(0)
+    f, a, b = (rng.integers(0, 256, (24, 24), dtype=np.uint8) for _ in range(3))
+    checked = []
+    as_luma = m._as_luma
+    monkeypatch.setattr(m, "_as_luma", lambda x, name, *args: checked.append(name) or as_luma(x, name, *args))
+    report = m.compute_metrics(f, a, b)
+    assert sorted(checked) == ["a", "b", "fused"] and set(report.values) == set(m.METRICS)
+    monkeypatch.undo()
+    assert report.values == m.compute_metrics(f, a, b, metrics=tuple(m.METRICS)).values
+    assert all(report.values[label] == pytest.approx(fn(f, a, b, m.get_convention("standard")))
+               for label, fn in m.METRICS.items())

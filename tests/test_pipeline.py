@@ -11,6 +11,7 @@ from conftest import ALL_PRESETS, make_pair, tiny
 from fusion_core.checkpoint import DEFAULT_CHECKPOINT, load_pipeline
 from fusion_core.color import luma, rgb_to_ycbcr
 from fusion_core.config import PRESETS
+from fusion_core.models.dgd_fusion import DGDFusionModel, build_model
 from fusion_core.pipeline import DEFAULT_SEED, FusionPipeline, build_pipeline
 
 STAGES = [f"{side}{i}" for side in ("down", "up") for i in range(1, 5)]
@@ -24,7 +25,7 @@ def seeded(seed):
 @pytest.mark.parametrize("name", ALL_PRESETS)
 def test_fuse_every_preset_keeps_the_input_size(name, size, rng):
     torch.manual_seed(0)
-    pipeline = FusionPipeline(tiny(PRESETS[name])).eval()
+    pipeline = build_pipeline(tiny(PRESETS[name]))
     a, b = make_pair(rng, *size)
     result = pipeline.fuse(a, b)
     assert result.fused.shape == (*size, 3) and result.fused.dtype == np.uint8
@@ -218,27 +219,27 @@ def test_bad_values_are_refused(tiny_pipeline, bad, message):
 def test_random_weights_are_reported(tiny_pipeline, tiny_config, rng):
     a, b = make_pair(rng, 32, 32)
     assert any("random weights" in w for w in tiny_pipeline.fuse(a, b).warnings)
-    trained = FusionPipeline(tiny_config, trained=True).eval()
+    trained = FusionPipeline(DGDFusionModel(tiny_config), trained=True).eval()
     assert trained.fuse(a, b).warnings == ()
 
 
 def test_build_pipeline_draws_every_initial_weight_from_its_generator(tiny_config):
     torch.manual_seed(1)  # a different global state before each build: none of it may leak into the weights
-    first = build_pipeline(tiny_config, seeded(7)).state_dict()
+    first = build_pipeline(tiny_config, seeded(7)).model.state_dict()
     torch.manual_seed(2)
     state = torch.get_rng_state()
     generator = seeded(7)
-    again = build_pipeline(tiny_config, generator).state_dict()
+    again = build_pipeline(tiny_config, generator).model.state_dict()
     assert torch.equal(torch.get_rng_state(), state)  # the caller's global generator is left as it was
     assert all(torch.equal(first[name], again[name]) for name in first)
     assert not torch.equal(generator.get_state(), seeded(7).get_state())  # it advanced by what was drawn
-    other = build_pipeline(tiny_config, seeded(8)).state_dict()
+    other = build_pipeline(tiny_config, seeded(8)).model.state_dict()
     assert any(not torch.equal(first[name], other[name]) for name in first)
 
 
 def test_with_head_of_keeps_its_unet_and_copies_the_donor_head(tiny_config):
-    own, donor = build_pipeline(tiny_config, seeded(1)), build_pipeline(tiny_config, seeded(2))
-    donor.config = replace(donor.config, head=replace(donor.config.head, residual_scale=0.5))
+    own = build_model(tiny_config, seeded(1))
+    donor = build_model(replace(tiny_config, head=replace(tiny_config.head, residual_scale=0.5)), seeded(2))
     state = torch.get_rng_state()
     joined = own.with_head_of(donor)
     assert torch.equal(torch.get_rng_state(), state)  # the caller's global generator is left as it was
@@ -248,7 +249,7 @@ def test_with_head_of_keeps_its_unet_and_copies_the_donor_head(tiny_config):
         assert all(torch.equal(value, expected[name]) for name, value in module.state_dict().items())
     wider = replace(tiny_config, unet=replace(tiny_config.unet, channels=(8, 16, 16, 32)))
     with pytest.raises(ValueError, match=r"widths \(8, 16, 16, 32\)"):
-        own.with_head_of(build_pipeline(wider, seeded(3)))
+        own.with_head_of(build_model(wider, seeded(3)))
 
 
 # ---------------------------------------------------------------------------------------------- fuse_batch

@@ -22,18 +22,18 @@ from safetensors.torch import load_file
 
 from fusion_core import checkpoint
 from fusion_core.baselines import BASELINES
-from fusion_core.checkpoint import MANIFEST_NAME, PENDING_NAME, WEIGHTS_NAME, load_pipeline, save_pipeline
+from fusion_core.checkpoint import MANIFEST_NAME, PENDING_NAME, WEIGHTS_NAME, load_model, save_model
 from fusion_core.cli import main
 from fusion_core.config import FusionConfig, TrainConfig
 from fusion_core.data import PairDataset
 from fusion_core.imaging import write_png
-from fusion_core.pipeline import FusionPipeline
-from fusion_core.train import LOG_NAME, TrainProgress, read_train_state, train
+from fusion_core.models.dgd_fusion import DGDFusionModel, build_model
+from fusion_core.training import LOG_NAME, PROVENANCE_NAME, TrainProgress, read_train_state, train
 from fusion_core.validation import ValidationSet
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "MODEL_CARD.md", "optimizer.safetensors",
-                    "train_state.json", MANIFEST_NAME, LOG_NAME}
+                    "train_state.json", PROVENANCE_NAME, MANIFEST_NAME, LOG_NAME}
 STAGE_LOSSES = {1: {"diffusion"}, 2: {"fusion", "intensity", "gradient", "ssim"}}
 
 DDP_SCRIPT = """
@@ -45,17 +45,17 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from fusion_core.config import FusionConfig, TrainConfig
 from fusion_core.data import PairDataset
-from fusion_core.pipeline import FusionPipeline
+from fusion_core.models.dgd_fusion import DGDFusionModel, build_model
 from fusion_core.distributed import setup_distributed
-from fusion_core.train import train
+from fusion_core.training import train
 
 data, out, config = Path(sys.argv[1]), Path(sys.argv[2]), FusionConfig.from_dict(json.loads(sys.argv[3]))
 context = setup_distributed("cpu")
 torch.manual_seed(context.rank)  # a different start on each rank: training must begin from rank 0's weights
-pipeline = FusionPipeline(config)
+model = DGDFusionModel(config)
 train_config = TrainConfig(stage=1, steps=3, batch_size=2, crop=32, checkpoint_every=0, preview_every=0)
-result = train(pipeline, PairDataset.from_folder(data), train_config, out / "checkpoint", context=context)
-state = {name: tensor.contiguous() for name, tensor in pipeline.state_dict().items()}
+result = train(model, PairDataset.from_folder(data), train_config, out / "checkpoint", context=context)
+state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
 save_file(state, out / f"rank{context.rank}.safetensors")
 report = {"world_size": context.world_size, "backend": dist.get_backend(), "step": result.step,
           "losses": result.losses}
@@ -75,17 +75,17 @@ from pathlib import Path
 from fusion_core import checkpoint
 from fusion_core.cli import main
 
-training = importlib.import_module("fusion_core.train")  # the module (fusion_core.train is also the function)
+training = importlib.import_module("fusion_core.training.state")  # where a training checkpoint is saved
 
 
 def kill_after(save, event):
     # SIGKILL this process right after the event-th file written or renamed during checkpoint save number save.
     saves, events = [0], [0]
-    save_pipeline = training.save_pipeline
+    save_model = training.save_model
 
     def counting_saves(*args, **kwargs):
         saves[0] += 1
-        return save_pipeline(*args, **kwargs)
+        return save_model(*args, **kwargs)
 
     def killing(function):
         def wrapper(*args, **kwargs):
@@ -97,7 +97,7 @@ def kill_after(save, event):
             return result
         return wrapper
 
-    training.save_pipeline = counting_saves
+    training.save_model = counting_saves
     checkpoint._write_file = killing(checkpoint._write_file)
     os.replace = killing(os.replace)
 
@@ -155,9 +155,9 @@ def restore_sigint():
     signal.signal(signal.SIGINT, handler)
 
 
-def _pipeline(config: FusionConfig, seed: int = 0) -> FusionPipeline:
+def _pipeline(config: FusionConfig, seed: int = 0) -> DGDFusionModel:
     torch.manual_seed(seed)
-    return FusionPipeline(config)
+    return DGDFusionModel(config)
 
 
 def _train_config(stage: int, steps: int, **overrides) -> TrainConfig:
@@ -230,7 +230,7 @@ def test_stop_request_leaves_a_loadable_checkpoint_at_the_step_reached(tiny_conf
                    progress=_stop_at(3, stop), stop=stop)
     assert result.stopped and result.step == 3
     assert read_train_state(out)["step"] == 3
-    _assert_same_weights(load_pipeline(out).state_dict(), pipeline.state_dict())
+    _assert_same_weights(load_model(out).state_dict(), pipeline.state_dict())
     assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES
 
 
@@ -260,10 +260,10 @@ def test_run_killed_during_a_checkpoint_resumes_to_the_uninterrupted_weights(kil
     """Killed before its first checkpoint is committed, a run resumes from the weights its seed draws; killed
     in its second, from step 2, or from the end once that checkpoint is committed. Each step is logged once."""
     data, whole, runs = killed_runs
-    expected = load_pipeline(whole).state_dict()
+    expected = load_model(whole).state_dict()
     for folder in runs[save]:
         assert main([*_killable_command(data), "--out", str(folder), "--resume"]) == 0
-        _assert_same_weights(load_pipeline(folder).state_dict(), expected, folder.name)
+        _assert_same_weights(load_model(folder).state_dict(), expected, folder.name)
         assert [line["step"] for line in _log(folder)] == [1, 2, 3], folder.name
         assert not (folder / PENDING_NAME).exists()
 
@@ -291,14 +291,14 @@ def test_resumed_run_drops_the_log_lines_after_its_checkpoint(tiny_config, datas
 
 
 def test_a_steps_validation_is_logged_before_its_checkpoint(tiny_config, dataset, tmp_path, monkeypatch):
-    training = importlib.import_module("fusion_core.train")  # the module; fusion_core.train is also the function
-    save = training._save
+    loop = importlib.import_module("fusion_core.training.loop")
+    save = loop.save_training_checkpoint
 
     def killed_right_after_saving(*args):
         save(*args)
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(training, "_save", killed_right_after_saving)
+    monkeypatch.setattr(loop, "save_training_checkpoint", killed_right_after_saving)
     lines = _crash_and_resume(tiny_config, dataset, tmp_path, monkeypatch)
     assert [line["step"] for line in lines if "validation" not in line] == [1, 2, 3, 4]
     assert [line["step"] for line in lines if "validation" in line] == [0, 2, 4]
@@ -366,7 +366,7 @@ def test_two_process_gloo_run_ends_with_identical_weights_on_both_ranks(tiny_con
     assert reports[0]["losses"] != reports[1]["losses"]  # each rank saw its own crops...
     rank0, rank1 = (load_file(tmp_path / f"rank{rank}.safetensors") for rank in (0, 1))
     _assert_same_weights(rank0, rank1)  # ...yet the averaged gradients kept the weights in step
-    _assert_same_weights(load_pipeline(tmp_path / "checkpoint").state_dict(), rank0)
+    _assert_same_weights(load_model(tmp_path / "checkpoint").state_dict(), rank0)
     start = _pipeline(tiny_config, seed=0)  # rank 0's starting weights
     _assert_same_weights({n: t for n, t in rank0.items() if n.startswith("head.")},
                          {f"head.{n}": t for n, t in start.head.state_dict().items()})  # frozen in stage 1
@@ -389,12 +389,12 @@ def test_train_command_refuses_a_mismatched_folder_naming_the_files(data_dir, tm
 
 
 def test_train_command_init_fine_tunes_from_a_checkpoint(tiny_config, data_dir, tmp_path, capsys, restore_sigint):
-    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
     out = tmp_path / "out"
     code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
                  "--steps", "2", "--batch", "2", "--crop", "32", "--checkpoint-every", "0", "--preview-every", "0"])
     assert code == 0
-    before, after = load_pipeline(start), load_pipeline(out)
+    before, after = load_model(start), load_model(out)
     assert after.config == tiny_config
     _assert_same_weights(after.unet.state_dict(), before.unet.state_dict())  # frozen in stage 2
     head_before, head_after = before.head.state_dict(), after.head.state_dict()
@@ -402,13 +402,13 @@ def test_train_command_init_fine_tunes_from_a_checkpoint(tiny_config, data_dir, 
 
 
 def test_train_command_loss_weights_are_saved_with_the_checkpoint(tiny_config, data_dir, tmp_path, restore_sigint):
-    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
     out = tmp_path / "out"
     code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
                  "--steps", "1", "--batch", "2", "--crop", "32", "--checkpoint-every", "0", "--preview-every", "0",
                  "--loss-gradient", "3.5", "--loss-intensity-mean", "0.25", "--loss-gradient-gain", "1.2"])
     assert code == 0
-    loss = load_pipeline(out).config.loss
+    loss = load_model(out).config.loss
     assert loss.gradient == 3.5 and loss.intensity_mean == 0.25 and loss.gradient_gain == 1.2
     assert loss.intensity == tiny_config.loss.intensity
 
@@ -417,14 +417,14 @@ def test_train_command_loss_weights_are_saved_with_the_checkpoint(tiny_config, d
 @pytest.mark.parametrize("extra", [4, 0], ids=["wider", "same-width"])
 def test_train_command_head_channels_draws_a_fresh_head_of_that_width_on_the_same_unet(
         tiny_config, data_dir, tmp_path, restore_sigint, extra):
-    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
     out = tmp_path / "out"
     head = dataclasses.replace(tiny_config.head, channels=tiny_config.head.channels + extra)
     code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
                  "--steps", "0", "--checkpoint-every", "0", "--preview-every", "0", "--seed", "5",
                  "--head-channels", str(head.channels)])
     assert code == 0
-    trained, begun = load_pipeline(out), load_pipeline(start)
+    trained, begun = load_model(out), load_model(start)
     assert trained.config == dataclasses.replace(tiny_config, head=head)
     _assert_same_weights(trained.unet.state_dict(), begun.unet.state_dict())
     drawn = begun.with_head(head, torch.Generator().manual_seed(5))  # the --seed draw, not the start's head
@@ -433,7 +433,7 @@ def test_train_command_head_channels_draws_a_fresh_head_of_that_width_on_the_sam
 
 def test_train_command_refuses_a_head_width_the_attention_cannot_split(tiny_config, data_dir, tmp_path, capsys,
                                                                       restore_sigint):
-    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
     odd = tiny_config.head.num_heads * 4 + 1
     code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--init", str(start),
                  "--stage", "2", "--steps", "1", "--head-channels", str(odd)])
@@ -444,7 +444,7 @@ def test_train_command_refuses_a_head_width_the_attention_cannot_split(tiny_conf
 
 def test_train_command_refuses_a_carried_head_and_a_new_one_together(tiny_config, data_dir, tmp_path, capsys,
                                                                     restore_sigint):
-    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
     code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--init", str(start),
                  "--head-from", str(start), "--stage", "2", "--steps", "1", "--head-channels", "8"])
     assert code == 2 and "--head-from" in capsys.readouterr().err
@@ -453,7 +453,7 @@ def test_train_command_refuses_a_carried_head_and_a_new_one_together(tiny_config
 
 @pytest.mark.slow
 def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir, tmp_path, restore_sigint):
-    start = save_pipeline(tmp_path / "start", _pipeline(tiny_config, seed=3))
+    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
     out = tmp_path / "out"
     common = ["train", "--data", str(data_dir), "--out", str(out), "--stage", "2", "--batch", "2", "--crop", "32",
               "--checkpoint-every", "0", "--preview-every", "0", "--log-every", "1"]
@@ -464,7 +464,7 @@ def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir,
     card = (out / "MODEL_CARD.md").read_text().splitlines()
     assert f"- initialised from: `{start}` (resumed)" in card  # the first run's start, marked once
     assert f"- fusion head from: `{start}`" in card
-    assert load_pipeline(out).config == dataclasses.replace(
+    assert load_model(out).config == dataclasses.replace(
         tiny_config, loss=dataclasses.replace(tiny_config.loss, gradient=3.5))
     last = json.loads((out / LOG_NAME).read_text().splitlines()[-1])
     assert last["step"] == 3
@@ -474,14 +474,51 @@ def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir,
 
 @pytest.mark.slow
 def test_train_command_seed_draws_the_initial_weights(data_dir, tmp_path, restore_sigint):
-    def run(seed: int, name: str) -> FusionPipeline:
+    def run(seed: int, name: str) -> DGDFusionModel:
         out = tmp_path / name
         assert main(["train", "--data", str(data_dir), "--out", str(out), "--stage", "1", "--preset", "tiny",
                      "--steps", "1", "--batch", "2", "--crop", "64", "--checkpoint-every", "0", "--preview-every", "0",
                      "--seed", str(seed)]) == 0
-        return load_pipeline(out)
+        return load_model(out)
 
     first, again, other = run(5, "first"), run(5, "again"), run(6, "other")
     _assert_same_weights(first.state_dict(), again.state_dict())
     head, other_head = first.head.state_dict(), other.head.state_dict()  # stage 1 leaves the head as drawn
     assert any(not torch.equal(head[name], other_head[name]) for name in head)
+
+
+def test_resume_reads_the_checkpoint_once_and_builds_the_network_once(data_dir, tmp_path, restore_sigint,
+                                                                      monkeypatch):
+    """A resumed run through both stages: one read of the weights, one network, nothing read between stages."""
+    out = tmp_path / "out"
+    common = ["train", "--data", str(data_dir), "--out", str(out), "--preset", "tiny", "--batch", "2", "--crop", "64",
+              "--checkpoint-every", "0", "--preview-every", "0", "--log-every", "1"]
+    assert main([*common, "--stage", "1", "--steps", "2"]) == 0
+    reads, builds = [], []
+    read_file = checkpoint.read_checkpoint_file
+    monkeypatch.setattr(checkpoint, "read_checkpoint_file",
+                        lambda folder, name: (reads.append(name) if name == WEIGHTS_NAME else None) or
+                        read_file(folder, name))
+    init = DGDFusionModel.__init__
+    monkeypatch.setattr(DGDFusionModel, "__init__", lambda self, config: builds.append(config) or init(self, config))
+    assert main([*common, "--stage", "both", "--stage1-steps", "3", "--steps", "2", "--resume"]) == 0
+    assert reads == [WEIGHTS_NAME] and len(builds) == 1
+    assert [(line["stage"], line["step"]) for line in _log(out)] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
+    provenance = json.loads((out / PROVENANCE_NAME).read_text())
+    assert provenance["resumed"] == 1 and [s["step"] for s in provenance["stages"]] == [3, 2]
+
+
+def test_dropout_draws_from_the_step_generator_not_the_global_one(tiny_config, dataset, tmp_path):
+    """With dropout on, two runs with one seed end bit-identical though the global generator moved in between."""
+    config = dataclasses.replace(tiny_config, unet=dataclasses.replace(tiny_config.unet, dropout=0.3))
+    runs = []
+    for name, seed in (("first", 1), ("second", 2)):
+        torch.manual_seed(seed)  # a different global state before each run
+        torch.rand(17)
+        model = build_model(config, torch.Generator().manual_seed(0))
+        train(model, dataset, _train_config(1, 3), tmp_path / name)
+        runs.append(model.state_dict())
+    _assert_same_weights(*runs)
+    plain = build_model(tiny_config, torch.Generator().manual_seed(0))
+    train(plain, dataset, _train_config(1, 3), tmp_path / "plain")
+    assert any(not torch.equal(plain.state_dict()[n], t) for n, t in runs[0].items())  # the dropout did act

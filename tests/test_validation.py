@@ -14,7 +14,7 @@ from fusion_core.baselines import BASELINES
 from fusion_core.cli import main
 from fusion_core.evaluate import mean_ranks
 from fusion_core.metrics import PAPER_METRICS, compute_metrics
-from fusion_core.pipeline import FusionPipeline
+from fusion_core.pipeline import build_pipeline
 from fusion_core.validation import NETWORK, ValidationSet, map_correlation, measure_gates, white_noise_like
 
 
@@ -58,7 +58,7 @@ def test_a_network_that_copies_a_baseline_ties_with_it(pairs):
 def test_an_untrained_pipeline_scores_the_average(tiny_config, pairs):
     """A weight-map head starts at the mean of the sources: its metrics are those of the average baseline."""
     torch.manual_seed(0)
-    score = ValidationSet(pairs).score(FusionPipeline(tiny_config).eval())
+    score = ValidationSet(pairs).score(build_pipeline(tiny_config))
     for label in PAPER_METRICS:
         assert score.means[NETWORK][label] == pytest.approx(score.means["average"][label], rel=0.02, abs=0.05)
 

@@ -25,6 +25,26 @@ def zero_module(module: nn.Module) -> nn.Module:
     return module
 
 
+class Dropout(nn.Module):
+    """nn.Dropout whose mask comes from a ``generator`` passed to ``forward`` (None: torch's global one).
+
+    Randomness is an argument (docs/design.md): a training step hands its own seeded generator down, so a
+    run with dropout repeats bit for bit whatever else draws from the global generator in between.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x (...) -> x with a share ``p`` of its elements zeroed and the rest scaled by 1 / (1 - p)."""
+        if not self.training or self.p == 0:
+            return x
+        device = generator.device if generator is not None else x.device
+        keep = torch.rand(x.shape, generator=generator, device=device).to(x.device) >= self.p
+        return x * keep / (1 - self.p)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Reflect-pad (B, C, H, W) on the bottom and right to multiples of ``multiple``.
 
@@ -92,14 +112,16 @@ class PlainResidualBlock(nn.Module):
         self.block1 = nn.Sequential(group_norm(in_channels, norm_groups), nn.SiLU(),
                                     nn.Conv2d(in_channels, out_channels, 3, padding=1))
         self.time = nn.Linear(time_embed_dim, out_channels)
-        self.block2 = nn.Sequential(group_norm(out_channels, norm_groups), nn.SiLU(), nn.Dropout(dropout),
+        self.block2 = nn.Sequential(group_norm(out_channels, norm_groups), nn.SiLU(), Dropout(dropout),
                                     nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
-    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> tuple[torch.Tensor, None]:
-        """x (B, C_in, H, W), t_emb (B, D) -> (B, C_out, H, W); no gate to report."""
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, None]:
+        """x (B, C_in, H, W), t_emb (B, D) -> (B, C_out, H, W); no gate to report. ``generator``: dropout's."""
         h = self.block1(x) + self.time(t_emb)[:, :, None, None]
-        return self.block2(h) + self.skip(x), None
+        norm, act, drop, conv = self.block2
+        return conv(drop(act(norm(h)), generator)) + self.skip(x), None
 
 
 class ConcatFusion(nn.Module):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import group_norm
+from .common import Dropout, group_norm
 from .embeddings import FeatureWiseAffine
 
 CHANNEL_BIAS = 3.0  # sigmoid(3) = 0.95: the channel attention starts almost open
@@ -83,7 +83,7 @@ class GatedFeatureSelection(nn.Module):
         self.spatial = nn.Conv2d(c, c, 3, padding=1, groups=c)
         self.channel = nn.Sequential(nn.Linear(c, hidden), nn.SiLU(), nn.Linear(hidden, c), nn.Sigmoid())
         self.film = FeatureWiseAffine(time_embed_dim, c)
-        self.out = nn.Sequential(group_norm(c, norm_groups), nn.SiLU(), nn.Dropout(dropout),
+        self.out = nn.Sequential(group_norm(c, norm_groups), nn.SiLU(), Dropout(dropout),
                                  nn.Conv2d(c, c, 3, padding=1))
         self.residual = nn.Conv2d(in_channels, c, 1) if in_channels != c else nn.Identity()
         nn.init.kaiming_normal_(self.spatial.weight, nonlinearity="relu")
@@ -94,8 +94,11 @@ class GatedFeatureSelection(nn.Module):
         """The parameters that shape g alone (spatial mask and channel attention), for stage-2 tuning."""
         return [*self.norm_mask.parameters(), *self.spatial.parameters(), *self.channel.parameters()]
 
-    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, C_in, H, W), t_emb (B, D) -> out (B, C, H, W), gate g (B, C, H, W) in (0, 1)."""
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C_in, H, W), t_emb (B, D) -> out (B, C, H, W), gate g (B, C, H, W) in (0, 1).
+
+        ``generator`` draws the dropout mask (None: torch's global generator)."""
         # 1. expand and split
         h1, h2 = self.expand(self.norm_in(x)).chunk(2, dim=1)  # (B, C, H, W) each
         h1 = self.main(h1)
@@ -107,5 +110,6 @@ class GatedFeatureSelection(nn.Module):
         gate = torch.sigmoid(s * c)
         # 3. select, condition on the noise level (eq. 7), project and add the residual (eq. 8)
         h = self.film(h1 * gate, t_emb)
-        out = self.out(h) + self.residual(x)
+        norm, act, drop, conv = self.out
+        out = conv(drop(act(norm(h)), generator)) + self.residual(x)
         return out, gate

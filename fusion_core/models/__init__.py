@@ -1,1 +1,2 @@
-"""Whole networks of DGD-Fusion: the denoising UNet and the cross-layer attention fusion head."""
+"""Whole networks of DGD-Fusion: the denoising UNet, the cross-layer attention fusion head, and DGDFusionModel
+holding both (dgd_fusion.py)."""

@@ -86,11 +86,12 @@ class DynamicGatedStage(nn.Module):
                                           norm_groups=config.norm_groups)
         self.select = _selection_block(out_channels, out_channels, config)
 
-    def forward(self, x: torch.Tensor, t_emb: torch.Tensor, name: str,
-                record: UNetIntermediates | None) -> torch.Tensor:
-        """x (B, C_in, H, W) -> (B, C_out, H, W); records alpha and the gate under ``name`` when given a record."""
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor, name: str, record: UNetIntermediates | None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """x (B, C_in, H, W) -> (B, C_out, H, W); records alpha and the gate under ``name`` when given a record.
+        ``generator`` draws the dropout masks."""
         h, alpha = self.extract(x, t_emb)
-        h, gate = self.select(h, t_emb)
+        h, gate = self.select(h, t_emb, generator)
         if record is not None:
             if alpha is not None:
                 record.experts[name] = alpha
@@ -129,13 +130,15 @@ class DenoisingUNet(nn.Module):
         """Every GFS layer's gate parameters (empty without GFS): what ``TrainConfig.gate_lr`` trains."""
         return [p for m in self.modules() if isinstance(m, GatedFeatureSelection) for p in m.gate_parameters()]
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Predicted noise eps (B, 4, H, W)."""
-        return self.forward_features(x_t, t).eps
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Predicted noise eps (B, 4, H, W); ``generator`` draws the dropout masks (None: torch's global one)."""
+        return self.forward_features(x_t, t, generator=generator).eps
 
-    def forward_features(self, x_t: torch.Tensor, t: torch.Tensor,
-                         return_intermediates: bool = False) -> UNetOutput:
-        """Run the UNet and keep every decoder stage's features (and, if asked, alpha and gates)."""
+    def forward_features(self, x_t: torch.Tensor, t: torch.Tensor, return_intermediates: bool = False,
+                         generator: torch.Generator | None = None) -> UNetOutput:
+        """Run the UNet and keep every decoder stage's features (and, if asked, alpha and gates).
+
+        ``generator`` draws the dropout masks in training mode (None: torch's global generator)."""
         self._check_size(x_t)
         record = UNetIntermediates() if return_intermediates else None
         t_emb = self.time_embed(t)  # (B, D)
@@ -145,18 +148,18 @@ class DenoisingUNet(nn.Module):
         # 2. encoder: DFE + GFS, keep the skip, downsample
         skips = []
         for i, (stage, down) in enumerate(zip(self.down, self.downsample, strict=True), start=1):
-            h = stage(h, t_emb, f"down{i}", record)
+            h = stage(h, t_emb, f"down{i}", record, generator)
             skips.append(h)
             h = down(h)
         # 3. bottleneck: one GFS
-        h, gate = self.mid(h, t_emb)
+        h, gate = self.mid(h, t_emb, generator)
         if record is not None and gate is not None:
             record.record_gate("mid", gate)
         # 4. decoder: upsample, concatenate the skip, DFE + GFS
         features = []
         for i, (upsample, stage) in enumerate(zip(self.upsample, self.up, strict=True), start=1):
             h = torch.cat([upsample(h), skips.pop()], dim=1)
-            h = stage(h, t_emb, f"up{i}", record)
+            h = stage(h, t_emb, f"up{i}", record, generator)
             features.append(h)
         # 5. output conv over the features and the folded input, then depth to space: (B, 4, H, W)
         eps = F.pixel_shuffle(self.out(torch.cat([self.out_norm(h), x], dim=1)), self.config.space_to_depth)

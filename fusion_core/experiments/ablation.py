@@ -1,4 +1,4 @@
-"""The paper's experiment protocols: the module ablation (Table 4) and the method comparison (Tables 1-3).
+"""The paper's module ablation (Table 4): every variant trained under one budget and seed, then evaluated.
 
 Paper: Di et al., "Dynamic gating diffusion denoising and cross-layer attention-based multimodal image fusion
 network", J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016, Table 4 (ablation of DFE, GCFS, GLSA and
@@ -7,8 +7,8 @@ the number of experts M) and Tables 1-3 (comparison on MSRS, RoadScene and Harva
 Ablation protocol (`run_ablation`), choices the paper leaves open recorded here:
 
 - Every variant trains the same number of steps with the same seed, so it sees the same pairs, crops, flips,
-  timesteps and noise at every step (train.py draws them from (seed, step)), and its weights are drawn
-  from the same seeded random state.
+  timesteps and noise at every step (training/loop.py draws them from (seed, step)), and its weights are
+  drawn from the same seeded generator (models.build_model).
 - Steps are split STAGE1_FRACTION : 1 - STAGE1_FRACTION between stage 1 (the UNet, diffusion loss) and
   stage 2 (the head, UNet frozen): the UNet learns a denoiser from scratch, while the head only learns to
   mix the features it is given.
@@ -24,7 +24,7 @@ Ablation protocol (`run_ablation`), choices the paper leaves open recorded here:
 
 Output, under out_dir:
 
-    <variant>/                   checkpoint folder of each variant (train.py layout + ablation_wall.json)
+    <variant>/                   checkpoint folder of each variant (training/ layout; wall times in provenance.json)
     ablation_plan.json           the step count and how it was chosen
     evaluation/                  evaluate_folder's outputs on the test pairs (fused images, CSVs, means.png),
                                  fused again on every run
@@ -34,50 +34,50 @@ Output, under out_dir:
 
 A rerun with another test_root evaluates the same trained variants on it and rewrites these files.
 
-`run_comparison` writes comparison.md and comparison.csv next to evaluate_folder's outputs: the means of
-the seven paper metrics and, as the paper's conclusion reports them, the percentage by which the reference
-network lies above (or below) every other method. No argparse: `cli.py` calls these functions.
+No argparse: `cli.py` calls `run_ablation`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CONFIG_NAME, load_pipeline
-from .config import PRESETS, FusionConfig, TrainConfig
-from .data import PairDataset, find_pairs
-from .distributed import DistributedContext
-from .evaluate import EvaluationResult, FusionMethod, Progress, evaluate_folder, format_markdown_table, pipeline_method
-from .metrics import PAPER_METRICS, get_convention
-from .pipeline import FusionPipeline
-from .train import (
+from ..checkpoint import CONFIG_NAME, load_pipeline
+from ..config import PRESETS, FusionConfig, TrainConfig
+from ..data import PairDataset, find_pairs
+from ..distributed import DistributedContext
+from ..evaluate import EvaluationResult, evaluate_folder, format_markdown_table, pipeline_method
+from ..metrics import PAPER_METRICS, get_convention
+from ..models.dgd_fusion import build_model
+from ..plots import plot_curves, read_log
+from ..training import (
     LOG_NAME,
+    Origin,
+    Provenance,
     TrainProgress,
     hardware_description,
+    read_provenance,
     read_train_state,
+    run_stages,
     steps_for_minutes,
     train,
 )
-from .validation import ValidationSet
+from ..validation import ValidationSet
+from .comparison import write_csv
 
 ABLATION_VARIANTS: tuple[str, ...] = ("DFE+GCFS", "DFE+GLSA", "GCFS+GLSA", "DFE_3", "DFE_5", "ALL")
 STAGE1_FRACTION = 0.75
 WARMUP_STEPS = 3
 PLAN_NAME = "ablation_plan.json"
-WALL_NAME = "ablation_wall.json"
 # The TrainConfig fields that change the trained weights (logging and checkpoint cadence do not).
 RESULT_FIELDS = ("stage", "steps", "batch_size", "crop", "lr", "seed", "timestep_jitter")
-STAGE_LOSS = {1: "diffusion", 2: "fusion"}
 
 VariantProgress = Callable[[str, TrainProgress], None]  # (variant name, train.py's progress report)
 
@@ -131,21 +131,6 @@ class AblationResult:
     files: dict[str, Path]
 
 
-@dataclass(frozen=True)
-class ComparisonResult:
-    """What `run_comparison` computed and wrote.
-
-    means: method -> paper metric -> mean; percent: other method -> paper metric -> how far the reference
-    lies above it, in percent (`percent_above`); files: "comparison_md", "comparison_csv" -> path.
-    """
-
-    reference: str
-    evaluation: EvaluationResult
-    means: dict[str, dict[str, float]]
-    percent: dict[str, dict[str, float]]
-    files: dict[str, Path]
-
-
 # ------------------------------------------------------------------------------------------------ step plan
 
 
@@ -157,23 +142,13 @@ def split_steps(steps: int) -> tuple[int, int]:
     return first, steps - first
 
 
-def _initial_pipeline(config: FusionConfig, seed: int) -> FusionPipeline:
-    """Fresh weights from a seeded random state, so a rerun starts every variant from the same weights.
-
-    nn.Module initialisers take no generator; the global state is seeded inside fork_rng, which restores it.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return FusionPipeline(config)
-
-
 def _seconds_per_step(config: FusionConfig, dataset: PairDataset, train_config: TrainConfig,
                       context: DistributedContext) -> float:
     """Mean seconds of WARMUP_STEPS steps of train_config's stage, after one untimed step."""
     stamps: list[float] = []
     quick = replace(train_config, steps=1 + WARMUP_STEPS, log_every=1, checkpoint_every=0, preview_every=0)
     with tempfile.TemporaryDirectory() as scratch:
-        train(_initial_pipeline(config, quick.seed), dataset, quick, scratch, context=context,
+        train(build_model(config, torch.Generator().manual_seed(quick.seed)), dataset, quick, scratch, context=context,
               progress=lambda report: stamps.append(time.perf_counter()))
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
@@ -244,38 +219,25 @@ def _is_finished(state: dict, stage2: TrainConfig) -> bool:
 
 
 def _read_wall(folder: Path) -> dict[str, float]:
-    path = folder / WALL_NAME
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _variant_card(name: str, stages: tuple[TrainConfig, TrainConfig], pairs: int) -> str:
-    s1, s2 = stages
-    return "\n".join([
-        f"# DGD-Fusion ablation variant {name} (paper Table 4)",
-        "",
-        f"- stage 1: {s1.steps} steps; stage 2: {s2.steps} steps; batch {s1.batch_size}, crop {s1.crop}, "
-        f"Adam lr {s1.lr}, seed {s1.seed}; {pairs} training pairs",
-        f"- hardware: {hardware_description()}",
-        "- trained by fusion_core.experiments.run_ablation; wall times in ablation_wall.json",
-        "",
-    ])
+    """Training seconds by stage ("1", "2") from the variant's provenance ({} before its first checkpoint)."""
+    provenance = read_provenance(folder) if (folder / CONFIG_NAME).exists() else None
+    return {str(s.stage): s.wall_seconds for s in provenance.stages} if provenance else {}
 
 
 def _train_variant(name: str, config: FusionConfig, dataset: PairDataset, stages: tuple[TrainConfig, TrainConfig],
                    folder: Path, state: dict, context: DistributedContext, progress: VariantProgress | None,
                    validation: ValidationSet | None) -> dict[str, float]:
     """Train (or finish) stage 1 then stage 2 into folder. Returns the wall seconds by stage ("1", "2")."""
-    wall = _read_wall(folder)
-    pipeline = _initial_pipeline(config, stages[0].seed)
-    card = _variant_card(name, stages, len(dataset))
-    report = partial(progress, name) if progress is not None else None
+    seed = stages[0].seed
+    model = build_model(config, torch.Generator().manual_seed(seed))
+    provenance = Provenance(f"DGD-Fusion ablation variant {name} (paper Table 4)", Origin(seed=seed),
+                            Origin(seed=seed), pairs=len(dataset),
+                            notes=("trained by fusion_core.experiments.run_ablation",))
     first = 1 if state.get("stage") == 2 or state.get("step", 0) >= stages[0].steps else 0
-    for train_config in stages[first:]:
-        result = train(pipeline, dataset, train_config, folder, resume=True, progress=report, context=context,
-                       card=card, validation=validation)
-        wall[str(train_config.stage)] = result.wall_seconds
-        (folder / WALL_NAME).write_text(json.dumps(wall) + "\n")
-    return wall
+    report = (lambda index, r: progress(name, r)) if progress is not None else None
+    run_stages(model, dataset, stages[first:], folder, provenance=provenance, resume=True, progress=report,
+               device=str(context.device), validation=validation)
+    return _read_wall(folder)
 
 
 def _train_variants(configs: Mapping[str, FusionConfig], dataset: PairDataset, stages: tuple[TrainConfig, TrainConfig],
@@ -295,101 +257,6 @@ def _train_variants(configs: Mapping[str, FusionConfig], dataset: PairDataset, s
 
 
 # ------------------------------------------------------------------------------------------ ablation output
-
-
-def _read_log(path: Path) -> list[dict]:
-    """The log lines of a checkpoint folder; a step logged twice (a resumed run) keeps its last line.
-
-    Loss lines and validation lines are kept apart (a validation line has a "validation" entry).
-    """
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return sorted({(line["stage"], line["step"], "validation" in line): line for line in lines}.values(),
-                  key=lambda line: (line["stage"], line["step"], "validation" in line))
-
-
-def validation_curve(lines: Sequence[dict]) -> list[tuple[int, float, float]]:
-    """(step, network rank, best baseline rank) of each validation line of a log, in step order."""
-    return [(line["step"], line["validation"]["rank"], line["validation"]["best_baseline_rank"])
-            for line in lines if "validation" in line]
-
-
-def plot_curves(path: Path, logs: Mapping[str, list[dict]]) -> None:
-    """Per variant: stage 1 (diffusion loss, log scale), stage 2 (fusion loss) and, when logged, the stage-2
-    validation rank against the baselines (1 = best of all)."""
-    from matplotlib.figure import Figure  # imported here: plotting is the only user and is slow to import
-    from matplotlib.ticker import FormatStrFormatter
-
-    curves = {name: validation_curve(lines) for name, lines in logs.items()}
-    panels = 3 if any(curves.values()) else 2
-    figure = Figure(figsize=(5.5 * panels, 3.8))
-    axes = figure.subplots(1, panels)
-    if panels == 3:
-        _plot_validation(axes[2], curves)
-    for ax, stage in zip(axes, (1, 2), strict=False):  # a third axis, when there, is validation
-        key = STAGE_LOSS[stage]
-        for i, (name, lines) in enumerate(logs.items()):
-            points = [(line["step"], line[key]) for line in lines if line["stage"] == stage and key in line]
-            if points:
-                steps, values = zip(*points, strict=True)
-                ax.plot(steps, values, color=f"C{i % 10}", linewidth=1, label=name)
-        ax.set_title(f"stage {stage}: {key} loss", fontsize=10)
-        ax.set_xlabel("step")
-        if stage == 1:  # the diffusion loss falls by orders of magnitude; plain numbers, not powers of ten
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-        ax.tick_params(labelsize=8)
-        ax.legend(fontsize=8)
-    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.9, wspace=0.2)
-    figure.savefig(path, dpi=100)
-
-
-def plot_convergence(path: Path, runs: Mapping[str, Path]) -> dict[str, list[dict]]:
-    """The validation rank of stage-2 runs against training minutes, with each run's best baseline dotted.
-
-    Args:
-        runs: label -> training folder (its train_log.jsonl holds the validation lines).
-    Returns:
-        label -> the validation log lines plotted.
-    """
-    from matplotlib.figure import Figure  # imported here: plotting is the only user and is slow to import
-
-    logs = {label: [line for line in _read_log(Path(folder) / LOG_NAME) if "validation" in line]
-            for label, folder in runs.items()}
-    figure = Figure(figsize=(7.5, 4.2), layout="constrained")
-    ax = figure.subplots()
-    for i, (label, lines) in enumerate(logs.items()):
-        minutes = [line["train_seconds"] / 60 for line in lines]
-        ax.plot(minutes, [line["validation"]["rank"] for line in lines], color=f"C{i}", marker=".", label=label)
-        ax.plot(minutes, [line["validation"]["best_baseline_rank"] for line in lines], color=f"C{i}",
-                linestyle=":", linewidth=1, label=f"{label}: best classical baseline")
-    ax.set_xlabel("training time (CPU minutes, validation excluded)")
-    ax.set_ylabel("mean rank over the seven paper metrics")
-    ax.invert_yaxis()  # rank 1 (best) at the top
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    figure.savefig(path, dpi=100)
-    return logs
-
-
-def _plot_validation(ax, curves: Mapping[str, list[tuple[int, float, float]]]) -> None:
-    for i, (name, points) in enumerate(curves.items()):
-        if points:
-            steps, ranks, best = zip(*points, strict=True)
-            ax.plot(steps, ranks, color=f"C{i % 10}", linewidth=1, marker=".", label=name)
-            ax.plot(steps, best, color=f"C{i % 10}", linewidth=0.8, linestyle=":")
-    ax.set_title("stage 2: validation mean rank (dotted: best baseline)", fontsize=10)
-    ax.set_xlabel("step")
-    ax.invert_yaxis()  # rank 1 (best) at the top
-    ax.tick_params(labelsize=8)
-    ax.legend(fontsize=8)
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def _settings_lines(train_roots: Sequence[Path], test_root: Path, train_pairs: int, test_pairs: int,
@@ -447,7 +314,7 @@ def _report_text(table: str, settings: list[str], runs: Mapping[str, VariantRun]
     ])
 
 
-# ------------------------------------------------------------------------------------------------ protocols
+# ------------------------------------------------------------------------------------------------ protocol
 
 
 def run_ablation(train_roots: Sequence[str | Path], test_root: str | Path, out_dir: str | Path, *,
@@ -510,7 +377,7 @@ def _evaluate_variants(trained: Mapping[str, tuple[dict[str, float], bool]], tes
     pipelines = {name: load_pipeline(out_dir / name, device) for name in trained}
     methods = {name: pipeline_method(pipeline, seed) for name, pipeline in pipelines.items()}
     evaluation = evaluate_folder(test_root, methods, out_dir / "evaluation", convention=convention, reuse=False)
-    runs = {name: VariantRun(name, out_dir / name, sum(p.numel() for p in pipelines[name].parameters()),
+    runs = {name: VariantRun(name, out_dir / name, sum(p.numel() for p in pipelines[name].model.parameters()),
                              (wall.get("1", math.nan), wall.get("2", math.nan)), reused)
             for name, (wall, reused) in trained.items()}
     return evaluation, runs
@@ -530,63 +397,8 @@ def _write_ablation(out_dir: Path, evaluation: EvaluationResult, runs: Mapping[s
     table = format_markdown_table(means, convention=convention, mean_rank=ranks, labels=PAPER_METRICS,
                                   caption=caption)
     files["ablation_md"].write_text(table)
-    _write_csv(files["ablation_csv"], ["variant", *PAPER_METRICS, "mean_rank", "convention"],
+    write_csv(files["ablation_csv"], ["variant", *PAPER_METRICS, "mean_rank", "convention"],
                [[name, *values.values(), ranks[name], convention] for name, values in means.items()])
-    plot_curves(files["curves_png"], {name: _read_log(run.checkpoint / LOG_NAME) for name, run in runs.items()})
+    plot_curves(files["curves_png"], {name: read_log(run.checkpoint / LOG_NAME) for name, run in runs.items()})
     files["report_md"].write_text(_report_text(table, settings, runs))
     return means, files
-
-
-def percent_above(reference: float, other: float) -> float:
-    """How far reference lies above other, in percent of |other|: (reference - other) / |other| * 100.
-
-    Negative when reference is below. 0 when both are 0; +-inf when only other is 0.
-    """
-    if other == 0:
-        return 0.0 if reference == 0 else math.copysign(math.inf, reference)
-    return (reference - other) / abs(other) * 100
-
-
-def _percent_table(reference: str, percent: Mapping[str, Mapping[str, float]]) -> list[str]:
-    lines = [f"| {reference} vs | " + " | ".join(PAPER_METRICS) + " |", "| --- |" + " ---: |" * len(PAPER_METRICS)]
-    for method, values in percent.items():
-        lines.append(f"| {method} | " + " | ".join(f"{values[label]:+.2f}%" for label in PAPER_METRICS) + " |")
-    return lines
-
-
-def run_comparison(root: str | Path, methods: Mapping[str, FusionMethod], out_dir: str | Path, *, reference: str,
-                   convention: str = "standard", progress: Progress | None = None, reuse: bool = True,
-                   external: Mapping[str, str | Path] | None = None) -> ComparisonResult:
-    """Evaluate every method on root's pairs; tabulate the paper metrics and the reference's lead in percent.
-
-    Args:
-        root: folder of pairs; methods: name -> fusion function (see `evaluate.evaluate_folder`).
-        out_dir: evaluate_folder's outputs plus comparison.md and comparison.csv.
-        reference: the method compared with every other one (the network, or an external method).
-        convention, progress, reuse, external: passed to evaluate_folder (external: other methods' images).
-    """
-    names = [*methods, *(external or {})]
-    if reference not in names or len(names) < 2:
-        raise ValueError(f"reference {reference!r} must be one of at least two methods; got {', '.join(names)}")
-    evaluation = evaluate_folder(root, methods, out_dir, convention=convention, progress=progress, reuse=reuse,
-                                 external=external)
-    means = {m: {label: evaluation.means[m][label] for label in PAPER_METRICS} for m in evaluation.methods}
-    percent = {m: {label: percent_above(means[reference][label], means[m][label]) for label in PAPER_METRICS}
-               for m in evaluation.methods if m != reference}
-    out_dir = Path(out_dir)
-    files = {"comparison_md": out_dir / "comparison.md", "comparison_csv": out_dir / "comparison.csv"}
-    caption = (f"{evaluation.num_pairs} pairs from {root}; means over pairs, best in bold; mean rank over the "
-               f"seven paper metrics (1 = best).")
-    table = format_markdown_table(means, convention=convention, mean_rank=evaluation.mean_rank,
-                                  labels=PAPER_METRICS, caption=caption)
-    files["comparison_md"].write_text("\n".join([
-        f"# Comparison on {root} (paper Tables 1-3)", "", table,
-        f"## {reference} relative to each method", "",
-        f"(ref - other) / |other| x 100 per metric: positive where {reference} scores higher (all seven are "
-        "higher-is-better).", "", *_percent_table(reference, percent), "",
-        "![means of every metric](means.png)", "",
-    ]))
-    rows = [[m, "mean", *values.values(), convention] for m, values in means.items()]
-    rows += [[m, f"percent {reference} above", *values.values(), convention] for m, values in percent.items()]
-    _write_csv(files["comparison_csv"], ["method", "quantity", *PAPER_METRICS, "convention"], rows)
-    return ComparisonResult(reference, evaluation, means, percent, files)
