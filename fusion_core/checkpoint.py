@@ -46,6 +46,7 @@ from safetensors.torch import load, save
 from .config import PRESETS, FusionConfig
 from .models.dgd_fusion import DGDFusionModel
 from .pipeline import FusionPipeline, build_pipeline
+from .tasks import TASK_CHECKPOINTS
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -287,10 +288,18 @@ def _read_first(folders: tuple[Path, ...], name: str) -> bytes | None:
     return None
 
 
-def resolve_pipeline(checkpoint: str | None, preset: str, device: str) -> FusionPipeline:
+def default_checkpoint(task: str = "ivf") -> Path | None:
+    """The bundled checkpoint trained for ``task`` ("ivf" or "medical", ``tasks.TASK_CHECKPOINTS``), else the
+    bundled general one, which fuses every task; None when neither is installed."""
+    for folder in (CHECKPOINT_ROOT / TASK_CHECKPOINTS[task], DEFAULT_CHECKPOINT):
+        if (folder / WEIGHTS_NAME).exists():
+            return folder
+    return None
+
+
+def resolve_pipeline(checkpoint: str | os.PathLike | None, preset: str, device: str) -> FusionPipeline:
     """The named checkpoint, else the bundled default, else random weights of ``preset``."""
+    checkpoint = checkpoint or default_checkpoint()
     if checkpoint:
         return load_pipeline(checkpoint, device)
-    if (DEFAULT_CHECKPOINT / WEIGHTS_NAME).exists():
-        return load_pipeline(DEFAULT_CHECKPOINT, device)
     return build_pipeline(PRESETS[preset]).to(device)

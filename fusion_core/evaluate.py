@@ -21,7 +21,6 @@ Every table names the metric convention it uses (`metrics.CONVENTIONS`). No argp
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from .checkpoint import load_pipeline, resolve_pipeline
 from .color import luma
 from .data import ImagePair, find_images, find_pairs
 from .distributed import all_gather, barrier, share
-from .imaging import ImageLoadError, LoadedImage, read_image, to_uint8, write_png
+from .imaging import ImageLoadError, LoadedImage, read_image, to_uint8, write_atomically, write_csv, write_png
 from .metrics import HIGHER_IS_BETTER, METRICS, PAPER_METRICS, compute_metrics, get_convention
 from .pipeline import FusionPipeline
 from .plots import plot_means
@@ -133,19 +132,14 @@ def format_markdown_table(
 
 
 def _write_per_image_csv(path: Path, rows: list[ImageScore], convention: str) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["name", "method", *METRICS, "convention"])
-        for row in rows:
-            writer.writerow([row.name, row.method, *(row.values[label] for label in METRICS), convention])
+    write_csv(path, ["name", "method", *METRICS, "convention"],
+              [[row.name, row.method, *(row.values[label] for label in METRICS), convention] for row in rows])
 
 
 def _write_means_csv(path: Path, means: dict, mean_rank: dict, convention: str) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", *METRICS, "mean_rank", "convention"])
-        for method, values in means.items():
-            writer.writerow([method, *(values[label] for label in METRICS), mean_rank[method], convention])
+    write_csv(path, ["method", *METRICS, "mean_rank", "convention"],
+              [[method, *(values[label] for label in METRICS), mean_rank[method], convention]
+               for method, values in means.items()])
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -269,12 +263,18 @@ def _read_registered(pair: ImagePair) -> tuple[LoadedImage, LoadedImage]:
 
 def _fused_image(path: Path, method: str, fuse: FusionMethod, a: LoadedImage, b: LoadedImage, pair: str,
                  reuse: bool) -> np.ndarray:
-    """A method's 8-bit fused image of a pair: read from ``path`` when reusing it, else fused and written there."""
+    """A method's 8-bit fused image of a pair: read from ``path`` when reusing it, else fused and written there.
+
+    A reused file that no longer decodes (a damaged disk, an older run killed mid-write) or no longer has the
+    pair's size is this function's own output gone stale: it is fused again and replaced.
+    """
     if reuse and path.exists():
-        fused = to_uint8(read_image(path).pixels)
-        if fused.shape[:2] != b.pixels.shape[:2]:
-            raise ValueError(f"{path} is {fused.shape[:2]}, not the pair's size; delete it or pass reuse=False")
-        return fused
+        try:
+            fused = to_uint8(read_image(path).pixels)
+        except ImageLoadError:
+            fused = None
+        if fused is not None and fused.shape[:2] == b.pixels.shape[:2]:
+            return fused
     fused = fuse_methods({method: fuse}, a, b, pair=pair)[method]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_png(path, fused)
@@ -396,7 +396,8 @@ def _write_tables(files: dict[str, Path], rows: list[ImageScore], means: dict, r
         f"{source}; means over pairs, best value of each column in bold; "
         f"mean rank over the paper's {', '.join(PAPER_METRICS)} (1 = best)."
     )
-    files["means_md"].write_text(format_markdown_table(means, convention=convention, mean_rank=ranks, caption=caption))
+    table = format_markdown_table(means, convention=convention, mean_rank=ranks, caption=caption)
+    write_atomically(files["means_md"], table.encode("utf-8"))
     plot_means(files["means_png"], means, convention)
 
 

@@ -10,8 +10,10 @@
   is fused twice or missed, and a chunk is the same batch whatever the number of processes: the files are
   the same, bit for bit, as those of one process with the same batch size;
 - resumable: a pair whose output exists is skipped unless ``overwrite``;
-- safe to kill: each output is written to a hidden temporary name (``.NAME.partial.EXT``) and renamed, so
-  no half-written file ever carries an output's name;
+- safe to kill: each output is written atomically (`imaging.write_fused`), so no half-written file
+  ever carries an output's name;
+- stopped by a full disk: an output that cannot be written (`imaging.OutputWriteError`) stops the run with
+  `FolderRunStopped`, naming the pair; the outputs before it are complete, so the same command goes on;
 - robust to bad pairs: a pair that cannot be read or fused is listed in OUT_DIR/failures.csv (columns
   name, a, b, error; one row per pair, sorted by name) and the run goes on. The list is rewritten at the
   end of every run (removed when nothing failed), so it always describes the latest run.
@@ -19,18 +21,15 @@
 
 from __future__ import annotations
 
-import csv
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .data import ImagePair, find_pairs
 from .distributed import all_gather, barrier, share
-from .imaging import LoadedPair, fused_format, read_pair, write_fused
+from .imaging import LoadedPair, OutputWriteError, fused_format, read_pair, write_csv, write_fused
 from .pipeline import FusionPipeline, FusionResult
 
 FAILURES_NAME = "failures.csv"
@@ -82,19 +81,17 @@ def output_path(out_dir: Path, name: str, suffix: str) -> Path:
     return out_dir / f"{name}{suffix}"
 
 
-def write_atomically(path: Path, y_fused: np.ndarray, b: np.ndarray) -> None:
-    """``imaging.write_fused`` to a hidden temporary name beside ``path``, then renamed to ``path``.
+class FolderRunStopped(RuntimeError):
+    """A folder run stopped because an output could not be written (a full disk, a lost permission).
 
-    The rename is atomic on one file system, so ``path`` is either absent or complete, even if the process
-    is killed while writing; a failed write removes its temporary file.
+    The outputs written before ``pair`` are complete and the file at the failed path is untouched, so running
+    the same command again goes on from ``pair``.
     """
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        write_fused(partial, y_fused, b)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+
+    def __init__(self, pair: str, error: OutputWriteError):
+        super().__init__(f"stopped at pair {pair}: {error}; the outputs written before it are complete: run the "
+                         "same command again to go on from there")
+        self.pair = pair
 
 
 def _read(pairs: Sequence[ImagePair], read_options: dict) -> tuple[list[tuple[ImagePair, LoadedPair]],
@@ -140,7 +137,10 @@ def _fuse_chunk(pipeline: FusionPipeline, chunk: Sequence[ImagePair], out_dir: P
         if isinstance(outcome, ValueError):
             failures.append(PairFailure(pair.name, pair.a, pair.b, str(outcome)))
             continue
-        write_atomically(output_path(out_dir, pair.name, suffix), outcome.y_fused, images.b.pixels)
+        try:
+            write_fused(output_path(out_dir, pair.name, suffix), outcome.y_fused, images.b.pixels)
+        except OutputWriteError as error:
+            raise FolderRunStopped(pair.name, error) from error
         fused.append(pair.name)
         warnings += [f"{pair.name}: {note}" for note in images.every_warning]
         warnings += outcome.warnings
@@ -152,10 +152,7 @@ def _write_failures(path: Path, failures: Sequence[PairFailure]) -> Path | None:
     if not failures:
         path.unlink(missing_ok=True)
         return None
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["name", "a", "b", "error"])
-        writer.writerows([f.name, str(f.a), str(f.b), f.error] for f in failures)
+    write_csv(path, ["name", "a", "b", "error"], [[f.name, str(f.a), str(f.b), f.error] for f in failures])
     return path
 
 

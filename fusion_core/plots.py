@@ -5,16 +5,25 @@ user and it is slow to import.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .imaging import write_atomically
 from .metrics import METRICS, PAPER_METRICS
 
 STAGE_LOSS = {1: "diffusion", 2: "fusion"}
 
+
+
+def save_figure(figure, path: Path) -> None:
+    """A matplotlib figure as a PNG at 100 dpi, written atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    write_atomically(path, buffer.getvalue())
 
 def plot_means(path: Path, means: Mapping[str, Mapping[str, float]], convention: str) -> None:
     """Bar chart of the means: one panel per metric, one bar per method (matplotlib, no display needed)."""
@@ -37,7 +46,7 @@ def plot_means(path: Path, means: Mapping[str, Mapping[str, float]], convention:
     figure.suptitle(f"Mean metrics per method ({convention} convention; higher is better)", fontsize=11)
     # Fixed margins: a layout engine would double the time of a call that runs once per evaluation.
     figure.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.9, hspace=0.75, wspace=0.3)
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
 
 
 def read_log(path: Path) -> list[dict]:
@@ -84,7 +93,7 @@ def plot_curves(path: Path, logs: Mapping[str, list[dict]]) -> None:
         ax.tick_params(labelsize=8)
         ax.legend(fontsize=8)
     figure.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.9, wspace=0.2)
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
 
 
 def plot_convergence(path: Path, logs: Mapping[str, Path]) -> dict[str, list[dict]]:
@@ -110,7 +119,7 @@ def plot_convergence(path: Path, logs: Mapping[str, Path]) -> dict[str, list[dic
     ax.invert_yaxis()  # rank 1 (best) at the top
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
     return logs
 
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fusion_core import cli
 from fusion_core.checkpoint import CheckpointError, load_pipeline, save_pipeline
+from fusion_core.cli import fuse as fuse_command
 from fusion_core.cli import main
 from fusion_core.imaging import read_image, read_pair, to_uint8, write_fused
 from fusion_core.pipeline import FusionPipeline, FusionResult
@@ -288,13 +288,13 @@ def test_fuse_folder_resumes_with_the_missing_pairs_only(folder_with_a_corrupt_p
 
 
 def test_fuse_folder_leaves_no_half_file_when_a_write_is_interrupted(pairs, checkpoint, tmp_path, monkeypatch):
-    from fusion_core import folder_fusion
+    from fusion_core.imaging import write
 
-    def interrupted(path, y_fused, b):
-        Path(path).write_bytes(b"half a PNG")
+    def interrupted(fd, data):
+        os.write(fd, data[: len(data) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(folder_fusion, "write_fused", interrupted)
+    monkeypatch.setattr(write, "_write_all", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _fuse_folder(pairs, checkpoint, tmp_path / "fused")
     assert list((tmp_path / "fused").iterdir()) == []
@@ -441,10 +441,10 @@ def test_unexpected_errors_keep_their_traceback(pairs, checkpoint, tmp_path, mon
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli, "read_pair", broken)
+    monkeypatch.setattr(fuse_command, "read_pair", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         _fuse(pairs, checkpoint, tmp_path / "fused.png")
-    monkeypatch.setattr(cli, "read_pair", lambda *a, **k: (_ for _ in ()).throw(OSError("no file named")))
+    monkeypatch.setattr(fuse_command, "read_pair", lambda *a, **k: (_ for _ in ()).throw(OSError("no file named")))
     with pytest.raises(OSError, match="no file named"):
         _fuse(pairs, checkpoint, tmp_path / "fused.png")
 
@@ -453,7 +453,7 @@ def test_an_os_error_on_a_named_output_is_one_line(pairs, checkpoint, tmp_path, 
     def denied(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(cli, "write_fused", denied)
+    monkeypatch.setattr(fuse_command, "write_fused", denied)
     assert _fuse(pairs, checkpoint, tmp_path / "fused.png") == 2
     assert _one_error_line(capsys) == f"error: Permission denied: {tmp_path / 'fused.png'}"
 

@@ -5,14 +5,14 @@ Imports run one way. A module may import modules of its own tier or of the tiers
 | tier | modules |
 | --- | --- |
 | config | config (standard library only) |
-| numpy side | color, dicom, imaging/ (read, register, write), metrics, baselines (no torch, no gradio) |
+| numpy side | color, dicom, imaging/ (read, register, write), metrics, baselines, tasks (no torch, no gradio) |
 | layers | layers/ |
 | models | models/ |
 | diffusion | diffusion |
 | pipeline | pipeline, checkpoint |
 | training and evaluation | distributed, data, losses, validation, evaluate, folder_fusion, plots, training/, |
 | | experiments/, bench, and the package's re-exports |
-| command line | cli, __main__ |
+| command line | cli/ (common, fuse, train, evaluate, tools, main), __main__ |
 | app domain | fusion_app/: archive, deadline, figures, models, training, limits, texts, inputs, reports, sessions, |
 | | device (no gradio) |
 | app interface | fusion_app/views, fusion_app/handlers (gradio: the components and the handlers that raise gr.Error) |
@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TIERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("fusion_core.config",)),
-    ("numpy side", ("fusion_core.color", "fusion_core.dicom", "fusion_core.imaging", "fusion_core.imaging.read",
-                    "fusion_core.imaging.register", "fusion_core.imaging.write", "fusion_core.metrics",
-                    "fusion_core.baselines")),
+    ("numpy side", ("fusion_core.color", "fusion_core.dicom", "fusion_core.tasks", "fusion_core.imaging",
+                    "fusion_core.imaging.read", "fusion_core.imaging.register", "fusion_core.imaging.write",
+                    "fusion_core.metrics", "fusion_core.baselines")),
     ("layers", ("fusion_core.layers", "fusion_core.layers.common", "fusion_core.layers.embeddings",
                 "fusion_core.layers.dynamic_conv", "fusion_core.layers.gated", "fusion_core.layers.restormer",
                 "fusion_core.layers.glsa")),
@@ -54,7 +54,9 @@ TIERS: list[tuple[str, tuple[str, ...]]] = [
                                  "fusion_core.training.run", "fusion_core.experiments",
                                  "fusion_core.experiments.ablation", "fusion_core.experiments.comparison",
                                  "fusion_core.bench", "fusion_core")),
-    ("command line", ("fusion_core.cli", "fusion_core.__main__")),
+    ("command line", ("fusion_core.cli", "fusion_core.cli.common", "fusion_core.cli.fuse", "fusion_core.cli.train",
+                      "fusion_core.cli.tools", "fusion_core.cli.evaluate", "fusion_core.cli.main",
+                      "fusion_core.__main__")),
     ("app domain", ("fusion_app", "fusion_app.archive", "fusion_app.deadline", "fusion_app.figures",
                     "fusion_app.models", "fusion_app.training", "fusion_app.limits", "fusion_app.texts",
                     "fusion_app.inputs", "fusion_app.reports", "fusion_app.sessions", "fusion_app.device")),
@@ -167,7 +169,8 @@ def test_relative_imports_resolve_like_python():
         "fusion_core.layers.gated"}
     assert imports_of("fusion_core", "from . import experiments", known) == {"fusion_core.experiments"}
     assert imports_of("app", "from fusion_core import train", known) == {"fusion_core"}  # the re-export
-    assert imports_of("fusion_core.cli", "def f():\n    from .bench import run\n", known) == {"fusion_core.bench"}
+    assert imports_of("fusion_core.cli.tools", "def f():\n    from ..bench import run\n", known) == {
+        "fusion_core.bench"}
 
 
 def test_only_the_app_interface_and_entry_import_gradio():

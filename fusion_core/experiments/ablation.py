@@ -54,6 +54,7 @@ from ..config import PRESETS, FusionConfig, TrainConfig
 from ..data import PairDataset, find_pairs
 from ..distributed import DistributedContext
 from ..evaluate import EvaluationResult, evaluate_folder, format_markdown_table, pipeline_method
+from ..imaging import write_atomically, write_csv
 from ..metrics import PAPER_METRICS, get_convention
 from ..models.dgd_fusion import build_model
 from ..plots import plot_curves, read_log
@@ -70,7 +71,6 @@ from ..training import (
     train,
 )
 from ..validation import ValidationSet
-from .comparison import write_csv
 
 ABLATION_VARIANTS: tuple[str, ...] = ("DFE+GCFS", "DFE+GLSA", "GCFS+GLSA", "DFE_3", "DFE_5", "ALL")
 STAGE1_FRACTION = 0.75
@@ -353,7 +353,7 @@ def run_ablation(train_roots: Sequence[str | Path], test_root: str | Path, out_d
     states = {name: _saved_state(out_dir / name, config, stages) for name, config in configs.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     plan_record = {"key": _plan_key(budget_minutes, configs, base_train_config), "plan": asdict(plan)}
-    (out_dir / PLAN_NAME).write_text(json.dumps(plan_record, indent=2) + "\n")
+    write_atomically(out_dir / PLAN_NAME, (json.dumps(plan_record, indent=2) + "\n").encode("utf-8"))
     # 2. train what is not finished, 3. evaluate all on the test pairs
     validation = ValidationSet.from_folder(validation_root, base_train_config.seed) if validation_root else None
     trained = _train_variants(configs, dataset, stages, out_dir, states, context, progress, validation)
@@ -396,9 +396,9 @@ def _write_ablation(out_dir: Path, evaluation: EvaluationResult, runs: Mapping[s
                f"the seven paper metrics (1 = best).")
     table = format_markdown_table(means, convention=convention, mean_rank=ranks, labels=PAPER_METRICS,
                                   caption=caption)
-    files["ablation_md"].write_text(table)
+    write_atomically(files["ablation_md"], table.encode("utf-8"))
     write_csv(files["ablation_csv"], ["variant", *PAPER_METRICS, "mean_rank", "convention"],
                [[name, *values.values(), ranks[name], convention] for name, values in means.items()])
     plot_curves(files["curves_png"], {name: read_log(run.checkpoint / LOG_NAME) for name, run in runs.items()})
-    files["report_md"].write_text(_report_text(table, settings, runs))
+    write_atomically(files["report_md"], _report_text(table, settings, runs).encode("utf-8"))
     return means, files

@@ -8,13 +8,13 @@ reference network lies above (or below) every other method. No argparse: `cli.py
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..evaluate import EvaluationResult, FusionMethod, Progress, evaluate_folder, format_markdown_table
+from ..imaging import write_atomically, write_csv
 from ..metrics import PAPER_METRICS
 
 
@@ -31,13 +31,6 @@ class ComparisonResult:
     means: dict[str, dict[str, float]]
     percent: dict[str, dict[str, float]]
     files: dict[str, Path]
-
-
-def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def percent_above(reference: float, other: float) -> float:
@@ -82,13 +75,14 @@ def run_comparison(root: str | Path, methods: Mapping[str, FusionMethod], out_di
                f"seven paper metrics (1 = best).")
     table = format_markdown_table(means, convention=convention, mean_rank=evaluation.mean_rank,
                                   labels=PAPER_METRICS, caption=caption)
-    files["comparison_md"].write_text("\n".join([
+    report = "\n".join([
         f"# Comparison on {root} (paper Tables 1-3)", "", table,
         f"## {reference} relative to each method", "",
         f"(ref - other) / |other| x 100 per metric: positive where {reference} scores higher (all seven are "
         "higher-is-better).", "", *_percent_table(reference, percent), "",
         "![means of every metric](means.png)", "",
-    ]))
+    ])
+    write_atomically(files["comparison_md"], report.encode("utf-8"))
     rows = [[m, "mean", *values.values(), convention] for m, values in means.items()]
     rows += [[m, f"percent {reference} above", *values.values(), convention] for m, values in percent.items()]
     write_csv(files["comparison_csv"], ["method", "quantity", *PAPER_METRICS, "convention"], rows)

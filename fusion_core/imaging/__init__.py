@@ -26,6 +26,7 @@ from .write import (
     fused_pixels,
     to_uint8,
     write_atomically,
+    write_csv,
     write_dicom_secondary_capture,
     write_fused,
     write_png,
@@ -35,6 +36,6 @@ from .write import (
 __all__ = [
     "FUSED_FORMATS", "PILLOW_FORMATS", "READ_OPTIONS", "WINDOW_PRESETS", "DicomSummary", "ImageLoadError",
     "ImageTooLargeError", "LoadedImage", "LoadedPair", "OutputWriteError", "estimate_shift", "fused_format",
-    "fused_pixels", "read_image", "read_pair", "shift_image", "to_uint8", "write_atomically",
+    "fused_pixels", "read_image", "read_pair", "shift_image", "to_uint8", "write_atomically", "write_csv",
     "write_dicom_secondary_capture", "write_fused", "write_png", "write_tiff16",
 ]

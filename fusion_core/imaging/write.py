@@ -14,6 +14,7 @@ the previous file at that path as it was, never a truncated one, and a failure r
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import io
 import os
@@ -30,7 +31,7 @@ from fusion_core.dicom import secondary_capture
 from .read import _scale_to_unit
 
 __all__ = ["FUSED_FORMATS", "OutputWriteError", "fused_format", "fused_pixels", "to_uint8", "write_atomically",
-           "write_dicom_secondary_capture", "write_fused", "write_png", "write_tiff16"]
+           "write_csv", "write_dicom_secondary_capture", "write_fused", "write_png", "write_tiff16"]
 FUSED_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".dcm": "dicom"}  # suffix -> what write_fused writes
 # errno -> what happened, in words; {path} is the file asked for. Other codes: "could not write {path} (reason)".
 _WRITE_ERRORS = {
@@ -128,6 +129,15 @@ def write_atomically(path: str | os.PathLike, data: bytes) -> None:
             raise _write_error(path, error) from error
         raise
     _sync_folder(target.parent)
+
+
+def write_csv(path: str | os.PathLike, header: list[str], rows) -> None:
+    """A CSV table (a header row, then ``rows``), UTF-8, written atomically (``write_atomically``)."""
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomically(path, table.getvalue().encode("utf-8"))
 
 
 # ---------------------------------------------------------------- pixels
