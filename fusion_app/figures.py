@@ -123,6 +123,7 @@ def loss_figure(history: list[dict[str, float]]) -> Figure:
         if points:
             ax.plot(*zip(*points, strict=True), label=label, marker="." if len(points) < 30 else None)
     ax.set_yscale("log")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # steps are whole
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)

@@ -87,3 +87,4 @@ def test_the_loss_legend_lies_outside_the_axes():
     assert ax.get_legend() is None and len(figure.legends) == 1
     legend = figure.legends[0].get_window_extent()
     assert not legend.overlaps(ax.get_window_extent())
+    assert all(float(tick).is_integer() for tick in ax.get_xticks())
