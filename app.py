@@ -17,6 +17,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio is imported: no usage pings
 
+from dataclasses import replace
 from functools import partial
 
 import gradio as gr
@@ -25,7 +26,7 @@ from fusion_app import limits
 from fusion_app.archive import MAX_ZIP_BYTES
 from fusion_app.handlers import FusionApp
 from fusion_app.inputs import EXAMPLES, FuseOptions, TrainOptions
-from fusion_app.texts import DESCRIPTION
+from fusion_app.texts import DESCRIPTION, NO_ABLATION
 from fusion_app.views import CSS, THEME, EvaluateView, FuseView, TrainView, build_tabs
 
 # Fusing, evaluating and starting a run share one queue slot, so two of them never fight over a small machine's
@@ -55,8 +56,14 @@ def wire_fuse_tab(app: FusionApp, view: FuseView) -> None:
         options = FuseOptions(**dict(zip(view.options, options, strict=True)))
         yield from app.fuse(view, request.session_hash, path_a, path_b, task, choice, options)
 
+    maps = view.maps
+    draw = {"fn": partial(app.draw_maps, maps), "inputs": [maps.source, maps.is_open], "outputs": maps.outputs(),
+            "api_visibility": "private", **CPU_HEAVY}
     view.button.click(fuse, [view.source_a.file, view.source_b.file, view.task, view.checkpoint,
-                             *view.options.values()], view.outputs(), api_name="fuse", **CPU_HEAVY)
+                             *view.options.values()], view.outputs(), api_name="fuse", **CPU_HEAVY).success(**draw)
+    # the maps cost one more pass of the network: drawn only while their accordion is open
+    maps.accordion.expand(lambda: True, None, maps.is_open, api_visibility="private", **LIGHT).then(**draw)
+    maps.accordion.collapse(lambda: False, None, maps.is_open, api_visibility="private", **LIGHT)
 
 
 def wire_evaluate_tab(app: FusionApp, view: EvaluateView) -> None:
@@ -72,12 +79,15 @@ def wire_evaluate_tab(app: FusionApp, view: EvaluateView) -> None:
 def wire_train_tab(app: FusionApp, view: TrainView) -> None:
     """Start (in the CPU-heavy group), the timer's ticks while a run is followed, and stop."""
 
-    def start(zip_path, task, origin, *options):  # gradio passes the inputs' values by position
-        options = TrainOptions(**dict(zip(view.options, options, strict=True)))
+    def start(zip_path, task, origin, *values):  # gradio passes the inputs' values by position, the ablation last
+        *values, ablation = values
+        options = TrainOptions(**dict(zip(view.options, values, strict=True)))
+        if ablation and ablation != NO_ABLATION:  # a research variant replaces the size
+            options = replace(options, preset=ablation)
         return app.start_training(view, zip_path, task, origin, options)
 
-    view.start_button.click(start, [view.pairs.zip, view.pairs.task, view.pairs.checkpoint, *view.options.values()],
-                            view.outputs(), api_name="train", **CPU_HEAVY)
+    view.start_button.click(start, [view.pairs.zip, view.pairs.task, view.pairs.checkpoint, *view.options.values(),
+                                    view.ablation], view.outputs(), api_name="train", **CPU_HEAVY)
     view.timer.tick(partial(app.training_progress, view), view.followed, view.outputs(),
                     api_name="training_progress", show_progress="hidden", **LIGHT)
     view.stop_button.click(app.stop_training, view.followed, view.status, api_name="stop_training", **LIGHT)

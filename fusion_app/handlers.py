@@ -18,13 +18,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import torch
 
 from fusion_app import limits
 from fusion_app.archive import external_methods, zip_checkpoint
 from fusion_app.deadline import Deadline, TimeLimitExceeded
 from fusion_app.device import ON_ZERO_GPU, evaluate_on_device, fuse_on_device, on_accelerator
-from fusion_app.figures import attention_figure, expert_figure, gate_figure, loss_figure
+from fusion_app.figures import attention_figure, expert_figure, gate_figure, loss_figure, weight_figure
 from fusion_app.inputs import (
     FuseOptions,
     InputError,
@@ -41,23 +42,31 @@ from fusion_app.inputs import (
 from fusion_app.models import RANDOM, TASKS, ModelStore
 from fusion_app.reports import (
     NETWORK,
-    about_markdown,
+    attention_dependence,
     compare_methods,
     describe_source,
     dicom_markdown,
     download_stem,
+    evaluation_means,
     evaluation_rows,
     evaluation_summary,
+    expert_dependence,
+    gate_dependence,
+    measure_dependence,
+    model_cards,
     network_metrics,
     network_table,
+    noise_like,
     notes_markdown,
+    training_progress,
     training_status,
+    weight_note,
     write_downloads,
 )
 from fusion_app.sessions import SessionFolders
 from fusion_app.texts import DEFAULT_WINDOW, FROM_SCRATCH, WINDOWS
-from fusion_app.training import Trainer, TrainingJob, progress_html, training_card
-from fusion_app.views import EvaluateView, FuseView, SourceColumn, TrainView
+from fusion_app.training import Trainer, TrainingJob, training_card
+from fusion_app.views import EvaluateView, FuseView, MapsView, SourceColumn, TrainView
 from fusion_core import (
     CheckpointError,
     FusionPipeline,
@@ -87,6 +96,20 @@ def user_messages() -> Iterator[None]:
         yield
     except (InputError, TimeLimitExceeded) as error:
         raise fail(str(error)) from None
+
+
+@dataclass(frozen=True)
+class FusedPair:
+    """What the maps of a fusion are drawn from (the Fuse tab's ``gr.State``): the checkpoint, the pair as fused,
+    the feature timesteps and seed, the maps recorded (None for a pair fused in tiles), the sources' names."""
+
+    checkpoint: str
+    a: np.ndarray
+    b: np.ndarray
+    timesteps: tuple[int, ...]
+    seed: int
+    maps: Intermediates | None
+    names: tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -137,7 +160,7 @@ class AppState:
 
 
 class FuseHandlers(AppState):
-    """The Fuse tab: the sources' previews, the task's labels, the fusion."""
+    """The Fuse tab: the sources' previews, the task's labels, the fusion, and its maps on demand."""
 
     def task_changed(self, view: FuseView, task: str, choice: str) -> dict:
         """Source labels and the model line follow the task."""
@@ -196,13 +219,51 @@ class FuseHandlers(AppState):
             view.dicom_info: dicom_markdown({f"A ({spec.a})": image_a, f"B ({spec.b})": image_b}),
         }
         scores = network_metrics(result.fused, pair.a, pair.b)
-        yield shown | {view.metrics: network_table(scores), view.baselines: None, view.experts: None,
-                       view.gates: None, view.attention: None}
+        source = FusedPair(name, pair.a.pixels, pair.b.pixels, result.timesteps, check_seed(int(options.seed or 0)),
+                           result.intermediates, (spec.a, spec.b))
+        cleared = {component: None for component in view.maps.outputs()}
+        yield shown | cleared | {view.metrics: network_table(scores), view.baselines: None,
+                                 view.maps.source: source}
         table, baselines = compare_methods(scores, pair.a, pair.b, deadline)
-        maps = result.intermediates or Intermediates()  # none recorded for a pair fused in tiles
-        yield shown | {view.metrics: table, view.baselines: baselines,
-                       view.experts: expert_figure(maps, result.timesteps),
-                       view.gates: gate_figure(maps, result.timesteps), view.attention: attention_figure(maps)}
+        yield shown | {view.metrics: table, view.baselines: baselines}
+
+    def draw_maps(self, view: MapsView, source: FusedPair | None, is_open: bool) -> dict:
+        """The maps of the last fusion, when the accordion is open: each family on its fixed scale, with the line
+        that says how much it depends on this image, measured against the maps the same network draws for
+        uniform noise of the same size and seed (one more pass of the network, within ``FUSE_SECONDS``)."""
+        if not is_open:
+            return {}
+        if source is None:
+            return {view.weight_note: "Fuse a pair to see its maps here."}
+        if source.maps is None:
+            return {component: None for component in view.outputs()} | {
+                view.weight_note: "The maps are not recorded for a pair this large (it was fused in tiles)."}
+        with user_messages():
+            deadline = Deadline.start(limits.FUSE_SECONDS, "try a smaller image", self.clock)
+            noise = self._noise_maps(source)
+            deadline.check("while drawing the maps")
+        maps, dependence = source.maps, measure_dependence(source.maps, noise)
+        return {
+            view.weight_note: weight_note(maps.weight_map, *source.names),
+            view.weight: weight_figure(maps.weight_map),
+            view.gate_note: gate_dependence(dependence),
+            view.gates: gate_figure(maps, source.timesteps, dependence.gates),
+            view.attention_note: attention_dependence(dependence),
+            view.attention: attention_figure(maps),
+            view.expert_note: expert_dependence(dependence),
+            view.experts: expert_figure(maps, source.timesteps, noise.experts),
+        }
+
+    def _noise_maps(self, source: FusedPair) -> Intermediates:
+        """The maps the checkpoint draws for uniform noise of the pair's size, with the fusion's seed."""
+        torch.set_num_threads(self.trainer.fusion_threads())
+        try:
+            pipeline = self.models.get(source.checkpoint)
+            result = fuse_on_device(pipeline, *noise_like(source.a, source.b, source.seed), source.timesteps,
+                                    source.seed)
+        except (ValueError, CheckpointError) as error:
+            raise fail(str(error)) from None
+        return result.intermediates or Intermediates()
 
     def _fuse_pair(self, name: str, pair: LoadedPair, options: FuseOptions) -> tuple[FusionPipeline, FusionResult]:
         """The network's fusion of a checked pair, with its intermediates; library errors as UI messages."""
@@ -238,7 +299,7 @@ class EvaluateHandlers(AppState):
             shutil.rmtree(unshown, ignore_errors=True)
         return {
             view.summary: evaluation_summary(len(pairs), data, name, external),
-            view.means: result.files["means_md"].read_text(),
+            view.means: evaluation_means(result),
             view.chart: str(result.files["means_png"]),
             view.rows: evaluation_rows(result),
             view.files: [str(result.files["per_image_csv"]), str(result.files["means_csv"])],
@@ -296,7 +357,7 @@ class TrainHandlers(AppState):
         except RuntimeError:
             raise fail("A training run has just started in another session; only one runs at a time.") from None
         self.runs[name] = job
-        return {view.progress: progress_html(job), view.status: "Training…", view.loss_plot: None,
+        return {view.progress: training_progress(job, stopping=False), view.status: "Training…", view.loss_plot: None,
                 view.preview: None, view.checkpoint_file: None, view.timer: gr.Timer(active=True),
                 view.followed: FollowedRun(name)}
 
@@ -327,7 +388,7 @@ class TrainHandlers(AppState):
         if job is None:
             return {view.status: "No training run was started in this session.", view.timer: gr.Timer(active=False)}
         done = job.done  # read first: a run records its last step before it is marked done
-        shown = {view.progress: progress_html(job)}
+        shown = {view.progress: training_progress(job, self.trainer.stopping and self.trainer.job is job)}
         if len(job.history) != followed.shown:
             shown |= {view.loss_plot: loss_figure(list(job.history)),
                       view.followed: replace(followed, shown=len(job.history))}
@@ -361,6 +422,6 @@ class TrainHandlers(AppState):
 class FusionApp(FuseHandlers, EvaluateHandlers, TrainHandlers):
     """Every handler of the UI, over one model store, one trainer and one folder for outputs."""
 
-    def about(self) -> str:
-        """The method, the data, the use, and the model cards of the bundled checkpoints (read on each load)."""
-        return about_markdown(self.models)
+    def model_cards(self) -> str:
+        """The model cards of the bundled checkpoints in full (read on each load)."""
+        return model_cards(self.models)

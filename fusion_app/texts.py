@@ -6,9 +6,9 @@ Plain strings (no gradio), so the words can be read and changed in one place.
 from __future__ import annotations
 
 from fusion_app import limits
-from fusion_core import TrainConfig
+from fusion_core import PRESETS, TrainConfig
 
-FROM_SCRATCH = "random weights (preset below)"
+FROM_SCRATCH = "random weights (size below)"
 WINDOWS = {  # UI label -> read_image(window=...)
     "stored window (full range when none)": None,
     "full range": "full",
@@ -38,40 +38,65 @@ when you close the page.
 """
 
 ABOUT = """\
-## The method
+## What this is
 
-DGD-Fusion (Di, Huo, Wang, Liu, Lian, "Dynamic gating diffusion denoising and cross-layer attention-based
-multimodal image fusion network", *Journal of Harbin Institute of Technology* 2026,
-DOI [10.11918/202507016](https://doi.org/10.11918/202507016)) fuses two registered images in two parts:
+DGD-Fusion merges two images of one scene into one: an **infrared** image with a **visible** one (the warm
+bodies of the first in the scenery of the second), or an **MRI** slice with a **CT, PET or SPECT** slice of
+the same head (the anatomy of the first with the bone or the activity of the second). It is a neural network
+from a 2026 paper (Di, Huo, Wang, Liu and Lian, *Journal of Harbin Institute of Technology*,
+DOI [10.11918/202507016](https://doi.org/10.11918/202507016)): a diffusion model learns what such pairs look
+like, and a small fusion head decides, pixel by pixel, how much of each source the result takes. The colour
+of the visible, PET or SPECT image is kept as it is; only brightness is fused.
 
-1. a **denoising diffusion model** learns the joint distribution of the stacked pair. Its noise predictor is a
-   UNet built from **dynamic feature extractors** (DFE: each layer mixes several expert kernels with weights
-   chosen per image and per noise level) and **gated feature selection** modules (GFS: a spatial-and-channel
-   gate that keeps the informative features);
-2. a **cross-layer attention fusion head** reads the UNet's multi-scale features at a few small noise levels,
-   together with the two sources, through R-Transformer blocks and **global-local attention** (GLSA), and
-   outputs the fused luminance.
+## The two models
 
-Fusion runs on luminance: the colour of the visible, PET or SPECT image is kept exactly (YCbCr, BT.601).
-The metric table uses the paper's seven metrics (EN, MI, SSIM, PSNR, SF, Q<sup>AB/F</sup>, CC) and four more
-that the field reports (SD, AG, SCD, VIF); the convention is named above every table.
+- **dgd-general**, for infrared + visible pairs: trained on MSRS (street scenes by day and night, 640 x 480)
+  and scored on 100 pairs it never saw. Over the paper's seven metrics it ranks best on average against four
+  classical methods and three published networks (IFCNN, SeAFusion, DenseFuse), and first on edge
+  preservation (Qabf); the simple average of the two images keeps higher PSNR and SSIM, and IFCNN sharper
+  detail.
+- **dgd-medical**, for MRI + CT, MRI + PET and MRI + SPECT: the general model further trained on the
+  Harvard Whole Brain Atlas (256 x 256 slices) and scored on patients it never saw. It ranks best on average on
+  MRI + CT and MRI + PET and second on MRI + SPECT (IFCNN first), against the same seven methods.
 
-## Data
-
-- **Infrared + visible:** MSRS (L. Tang et al., PIAFusion, *Information Fusion* 2022; SeAFusion, *Information
-  Fusion* 2022), built from MFNet (Q. Ha et al., IROS 2017).
-- **Medical:** The Whole Brain Atlas (K. A. Johnson and J. A. Becker, Harvard Medical School).
-
-The bundled example pairs come from the test splits, so the bundled checkpoints never trained on them
-(`assets/examples/README.md`).
+Both were trained for a few hours on an ordinary two-core computer: small models, honest about their limits.
+The bundled medical examples were part of dgd-medical's training or model choice, so they show what it does,
+not how well it generalises. The full model cards, with every table and how each model was made, are below.
 
 ## Use
 
 This is a **research tool. It is not a medical device and must not be used for diagnosis.** Do not upload
-real patient data to a public Space: anything uploaded there is processed on a shared server. DICOM files are
-read locally and only technical attributes (modality, size, window, spacing) are shown; exported DICOM files
-are new Secondary Capture objects that carry no identifier of the inputs.
+real patient data to a public Space: anything uploaded there is processed on a shared server. Of a DICOM file
+only technical attributes (modality, size, window, spacing) are read and shown; a DICOM download is a new file
+that carries nothing that identifies the inputs.
 """
+
+METRIC_LEGEND = """\
+Every score compares the fused image with both sources; higher is better in each column. The first seven are
+the paper's.
+
+- **EN** (entropy): how much information the fused image's grey levels carry, in bits.
+- **MI** (mutual information): how much of each source's information the fused image keeps, summed over both.
+- **SSIM** (structural similarity): how alike the fused image is to each source in local structure (1: alike).
+- **PSNR** (peak signal-to-noise ratio): how close the fused pixels are to the sources' pixels, in dB.
+- **SF** (spatial frequency): how much fine detail the fused image has (row and column changes).
+- **Qabf** (edge preservation): how much of the sources' edges the fused image keeps (0 to 1).
+- **CC** (correlation coefficient): how linearly the fused image follows each source (-1 to 1).
+- **SD** (standard deviation): the contrast of the fused image, in grey levels.
+- **AG** (average gradient): how sharp the fused image's edges are on average.
+- **SCD** (sum of the correlations of differences): how much of what each source adds the fused image shows.
+- **VIF** (visual information fidelity): how much of the sources' visual information survives, as a viewer
+  would see it.
+
+EN, SF, SD and AG also grow with noise, so read them beside the others.
+"""
+
+CONVENTIONS = {  # the Evaluate tab's choice -> what it means, in a line
+    "standard": "Scored with the standard conventions: MI in bits, SSIM the mean over the two sources, PSNR "
+                "against the full 0-255 range.",
+    "published": "Scored as many published papers do (the CDDFuse evaluation script): MI in nats, SSIM the sum "
+                 "over the two sources, PSNR against the fused image's peak; use it to compare with their tables.",
+}
 
 EVALUATE_INTRO = """\
 Fuse every pair of a zip with the network and the four classical baselines and score them. The zip holds two \
@@ -83,8 +108,36 @@ TRAIN_INTRO = (
     "Train or fine-tune the network on your own pairs (a zip as in the Evaluate tab, at most "
     f"{limits.MAX_TRAIN_PAIRS} pairs; without one, the bundled examples of the task). Stage 1 trains the "
     "diffusion UNet, stage 2 the fusion head, each at most "
-    f"{limits.MAX_TRAIN_STEPS:,} steps. The `tiny` preset makes a quick trial; real training wants a GPU "
-    "and the command line (`python -m fusion_core train`). One run at a time. Every run here uses "
-    f"the training seed `train.seed` = {TrainConfig.seed} (`TrainConfig.seed`; `train --seed` on the "
-    "command line): random initial weights, crops, flips and noise are drawn from it, so the same "
-    "options on the same pairs start the same way.")
+    f"{limits.MAX_TRAIN_STEPS:,} steps. The `tiny` size makes a quick trial; real training wants a GPU "
+    "and the command line. One run at a time. Every run here starts from the same random seed "
+    f"({TrainConfig.seed}): the same options on the same pairs start the same way.")
+
+# The Train tab's sizes of the network (random weights); the paper's ablation variants are offered apart.
+SIZES = {
+    "tiny": "tiny (a quick trial)",
+    "cpu": "cpu (the bundled models' size)",
+    "gpu": "gpu (wider; wants a GPU)",
+}
+NO_ABLATION = "none (the size above)"
+MODULES = {"use_dfe": "DFE (expert convolutions)", "use_gfs": "GFS (gates)", "use_glsa": "GLSA (head attention)"}
+ABLATION_INTRO = (
+    "The paper's ablation variants (its Table 4), at the `cpu` size: each keeps some of the network's three "
+    "modules, DFE (convolutions that mix several expert kernels per image), GFS (gates that keep or drop "
+    "features) and GLSA (the fusion head's global-local attention), or changes the number of experts. Pick one "
+    "to train it instead of the size above; a removed module is replaced by a plain convolution or block. "
+    "GCFS is the paper's name for GFS.")
+
+
+def ablation_notes() -> dict[str, str]:
+    """Each ablation preset (those not in ``SIZES``) -> one line: the modules it keeps and its expert count."""
+    notes = {}
+    for name, config in PRESETS.items():
+        if name in SIZES:
+            continue
+        flags = {"use_dfe": config.unet.use_dfe, "use_gfs": config.unet.use_gfs, "use_glsa": config.head.use_glsa}
+        kept = [MODULES[f] for f, on in flags.items() if on]
+        dropped = [MODULES[f].split(" ")[0] for f, on in flags.items() if not on]
+        what = "all three modules" if not dropped else f"{' and '.join(kept)}; without {', '.join(dropped)}"
+        experts = f"{config.unet.num_experts} experts" if config.unet.use_dfe else "no experts"
+        notes[name] = f"**{name}**: {what}; {experts}."
+    return notes

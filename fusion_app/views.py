@@ -12,27 +12,53 @@ import gradio as gr
 
 from fusion_app.inputs import EXAMPLES, FuseOptions, TrainOptions
 from fusion_app.models import AUTO, DEFAULT_TASK, TASKS, ModelStore
-from fusion_app.texts import DEFAULT_WINDOW, EVALUATE_INTRO, FROM_SCRATCH, TRAIN_INTRO, WINDOWS
-from fusion_core import CONVENTIONS, METRICS, PRESETS, find_pairs
+from fusion_app.texts import (
+    ABLATION_INTRO,
+    ABOUT,
+    DEFAULT_WINDOW,
+    EVALUATE_INTRO,
+    FROM_SCRATCH,
+    METRIC_LEGEND,
+    NO_ABLATION,
+    SIZES,
+    TRAIN_INTRO,
+    WINDOWS,
+    ablation_notes,
+)
+from fusion_core import CONVENTIONS, METRICS, find_pairs
 
 CSS = """
 .warning-note { background: #fff4e5; border-left: 4px solid #f59e0b; padding: 6px 12px; border-radius: 4px; }
 .warning-note * { color: #663c00 !important; }
 .train-progress progress { width: 100%; height: 14px; }
+/* an upload's whole name, wrapped when long: Gradio cuts the stem to fit beside the size, which left one letter
+   of it ('i..png') in a narrow column */
+.upload .file-preview tr.file { display: flex; flex-direction: column; align-items: flex-start; }
+.upload .file-preview td.filename { width: auto; max-width: 100%; }
+.upload .file-preview .stem { overflow: visible; white-space: normal; overflow-wrap: anywhere; }
+/* the baselines' names under their thumbnails, not over them */
+#baselines .caption-label { position: static; display: block; max-width: none; text-align: center;
+  background: none; color: var(--body-text-color); font-size: var(--text-md); padding: 2px 0; }
+#baselines .thumbnail-item { flex-direction: column; aspect-ratio: auto; height: auto; }
+#baselines .thumbnail-item img { aspect-ratio: 4 / 3; width: 100%; }
+#baselines .grid-wrap { min-height: 0; height: auto; max-height: none; }
+/* numbers and headers of the metric tables on one line each; the table scrolls sideways when too wide */
+.metric-table table { display: block; overflow-x: auto; }
+.metric-table th, .metric-table td { white-space: nowrap; }
 """
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
 class AppModel(Protocol):
     """What the builders read of the handlers: the checkpoints, the model note, the timer's period, the About
-    text (``fusion_app.handlers.FusionApp``)."""
+    cards (``fusion_app.handlers.FusionApp``)."""
 
     models: ModelStore
     poll_seconds: float
 
     def model_note(self, task: str, choice: str) -> gr.Markdown: ...
 
-    def about(self) -> str: ...
+    def model_cards(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +90,30 @@ class PairsColumn:
 
 
 @dataclass(frozen=True)
+class MapsView:
+    """The network's maps in the Fuse tab's "Inside the network" accordion, each family with the line that says
+    how much it depends on the image: drawn when the accordion is open (``is_open``), from what the last fusion
+    left in ``source``, since telling the image's share from the network's fixed pattern costs one more pass."""
+
+    accordion: gr.Accordion
+    is_open: gr.State
+    source: gr.State
+    weight_note: gr.Markdown
+    weight: gr.Plot
+    gate_note: gr.Markdown
+    gates: gr.Plot
+    attention_note: gr.Markdown
+    attention: gr.Plot
+    expert_note: gr.Markdown
+    experts: gr.Plot
+
+    def outputs(self) -> list[gr.components.Component]:
+        """What drawing the maps writes."""
+        return [self.weight_note, self.weight, self.gate_note, self.gates, self.attention_note, self.attention,
+                self.expert_note, self.experts]
+
+
+@dataclass(frozen=True)
 class FuseView:
     """The Fuse tab's components; ``options`` holds the controls of the ``FuseOptions`` fields by field name."""
 
@@ -82,14 +132,13 @@ class FuseView:
     dicom_info: gr.Markdown
     metrics: gr.Markdown
     baselines: gr.Gallery
-    experts: gr.Plot
-    gates: gr.Plot
-    attention: gr.Plot
+    maps: MapsView
 
     def outputs(self) -> list[gr.components.Component]:
-        """What the fuse handler writes, in the order of the API's return values."""
+        """What the fuse handler writes, in the order of the API's return values (then the maps, cleared, and
+        what they are drawn from)."""
         return [self.fused, self.slider_a, self.slider_b, self.downloads, self.notes, self.dicom_info, self.metrics,
-                self.baselines, self.experts, self.gates, self.attention]
+                self.baselines, *self.maps.outputs(), self.maps.source]
 
 
 @dataclass(frozen=True)
@@ -116,6 +165,7 @@ class TrainView:
 
     pairs: PairsColumn
     options: dict[str, gr.components.Component]
+    ablation: gr.Dropdown
     start_button: gr.Button
     stop_button: gr.Button
     progress: gr.HTML
@@ -160,7 +210,7 @@ def _examples() -> tuple[list[list[str]], list[str]]:
 
 def build_source_column(label: str, elem_id: str) -> SourceColumn:
     """Upload, preview, description, the DICOM window and the frame of one source."""
-    file = gr.File(label=label, type="filepath", elem_id=elem_id)
+    file = gr.File(label=label, type="filepath", elem_id=elem_id, elem_classes=["upload"])
     preview = gr.Image(label="Preview", interactive=False, height=200, format="png", buttons=["fullscreen"])
     info = gr.Markdown()
     with gr.Group(visible=False) as dicom:
@@ -213,42 +263,71 @@ def build_fuse_tab(app: AppModel) -> FuseView:
                 with gr.Row():
                     slider_a = gr.ImageSlider(label="Source A | fused", format="png", elem_id="slider-a")
                     slider_b = gr.ImageSlider(label="Source B | fused", format="png", elem_id="slider-b")
-                downloads = gr.File(label="Downloads: PNG, 16-bit TIFF, DICOM", file_count="multiple",
-                                    interactive=False)
+                downloads = gr.File(label="Downloads: PNG and 16-bit TIFF (and DICOM when an input is DICOM)",
+                                    file_count="multiple", interactive=False)
                 dicom_info = gr.Markdown()
-        metrics = gr.Markdown(elem_id="metric-table")
-        baselines = gr.Gallery(label="Classical baselines", format="png", columns=4, height=240)
-        with gr.Accordion("Inside the network", open=False, elem_id="maps"):
-            experts = gr.Plot(label="Expert weights (DFE)", show_label=False)
-            gates = gr.Plot(label="Gate maps (GFS)", show_label=False)
-            attention = gr.Plot(label="Fusion head: weight map and attention maps (GLSA)", show_label=False)
+        metrics = gr.Markdown(elem_id="metric-table", elem_classes=["metric-table"])
+        build_metric_legend()
+        gr.Markdown("**Classical baselines**: the same pair fused by four classical methods, for comparison.")
+        baselines = gr.Gallery(show_label=False, format="png", columns=4, height="auto", object_fit="contain",
+                               elem_id="baselines")
+        maps = build_maps()
     options = {"window_a": source_a.window, "frame_a": source_a.frame, "window_b": source_b.window,
                "frame_b": source_b.frame, **advanced}
     return FuseView(task, checkpoint, model_note, source_a, source_b, options, button, fused, notes, slider_a,
-                    slider_b, downloads, dicom_info, metrics, baselines, experts, gates, attention)
+                    slider_b, downloads, dicom_info, metrics, baselines, maps)
+
+
+def build_metric_legend() -> None:
+    """What each metric measures, one line each, in a closed accordion."""
+    with gr.Accordion("What the metrics mean", open=False, elem_classes=["metric-legend"]):
+        gr.Markdown(METRIC_LEGEND)
+
+
+def build_maps() -> MapsView:
+    """The "Inside the network" accordion: the weight map first, then the gates, the attention, the experts."""
+    with gr.Accordion("Inside the network: where the result comes from, and what the network looks at", open=False,
+                      elem_id="maps") as accordion:
+        is_open, source = gr.State(False), gr.State(None)
+        weight_note = gr.Markdown("Fuse a pair to see its maps here.")
+        weight = gr.Plot(show_label=False, elem_id="weight-map")
+        gate_note = gr.Markdown()
+        gates = gr.Plot(show_label=False, elem_id="gate-maps")
+        attention_note = gr.Markdown()
+        attention = gr.Plot(show_label=False, elem_id="attention-maps")
+        expert_note = gr.Markdown()
+        experts = gr.Plot(show_label=False, elem_id="expert-weights")
+    return MapsView(accordion, is_open, source, weight_note, weight, gate_note, gates, attention_note, attention,
+                    expert_note, experts)
 
 
 def build_evaluate_tab(app: AppModel) -> EvaluateView:
     """A zip of pairs (or the examples) scored for the network and the baselines: tables, chart, CSV files."""
     with gr.Tab("Evaluate"):
         gr.Markdown(EVALUATE_INTRO)
-        with gr.Row():
-            with gr.Column(scale=1):
+        with gr.Row():  # the inputs side by side, so the tables below have the page's width
+            with gr.Column():
                 pairs = build_pairs_column("Task (examples and checkpoint)", app.models.choices(), AUTO,
                                            "Checkpoint")
-                convention = gr.Radio(list(CONVENTIONS), value="standard", label="Metric convention")
+            with gr.Column():
+                convention = gr.Radio(list(CONVENTIONS), value="standard", label="How the metrics are computed",
+                                      info="standard: MI in bits, SSIM averaged over the two sources. published: "
+                                      "as the evaluation script many papers share computes them, to compare with "
+                                      "their tables.")
                 button = gr.Button("Evaluate", variant="primary")
-            with gr.Column(scale=3):
-                summary = gr.Markdown()
-                means = gr.Markdown()
-                chart = gr.Image(label="Means per method", format="png", interactive=False)
-                rows = gr.Dataframe(headers=["pair", "method", *METRICS], label="Per image", interactive=False)
-                files = gr.File(label="CSV tables", file_count="multiple", interactive=False)
+        summary = gr.Markdown()
+        means = gr.Markdown(elem_id="means-table", elem_classes=["metric-table"])
+        build_metric_legend()
+        with gr.Row():
+            chart = gr.Image(label="Means per method", format="png", interactive=False)
+            files = gr.File(label="CSV tables", file_count="multiple", interactive=False)
+        rows = gr.Dataframe(headers=["pair", "method", *METRICS], label="Per image", interactive=False)
     return EvaluateView(pairs, convention, button, summary, means, chart, rows, files)
 
 
 def build_train_tab(app: AppModel, checkpoint_menus: tuple[gr.Dropdown, ...]) -> TrainView:
-    """Training options, start and stop, then the progress, the loss curve, a preview and the checkpoint.
+    """Training options (the paper's ablation variants apart, in a closed accordion), start and stop, then the
+    progress, the loss curve, a preview and the checkpoint.
 
     ``checkpoint_menus`` are the other tabs' menus that list a finished run.
     """
@@ -260,8 +339,10 @@ def build_train_tab(app: AppModel, checkpoint_menus: tuple[gr.Dropdown, ...]) ->
                 pairs = build_pairs_column("Task (bundled examples)", [FROM_SCRATCH, *app.models.folders()],
                                            FROM_SCRATCH, "Start from")
                 options = {
-                    "preset": gr.Dropdown(sorted(PRESETS), value=defaults.preset, label="Preset (for random weights)"),
-                    "stage": gr.Radio(["1", "2", "both"], value=defaults.stage, label="Stage"),
+                    "preset": gr.Dropdown([(label, name) for name, label in SIZES.items()], value=defaults.preset,
+                                          label="Network size (for random weights)"),
+                    "stage": gr.Radio([("1: the diffusion UNet", "1"), ("2: the fusion head", "2"),
+                                       ("both, 1 then 2", "both")], value=defaults.stage, label="Stage"),
                 }
                 with gr.Row():
                     options["steps"] = gr.Number(defaults.steps, precision=0, minimum=1, label="Steps per stage")
@@ -269,6 +350,10 @@ def build_train_tab(app: AppModel, checkpoint_menus: tuple[gr.Dropdown, ...]) ->
                 with gr.Row():
                     options["crop"] = gr.Number(defaults.crop, precision=0, minimum=32, label="Crop (pixels)")
                     options["lr"] = gr.Number(defaults.lr, label="Learning rate")
+                with gr.Accordion("Research: ablation variants", open=False, elem_id="ablations"):
+                    gr.Markdown(ABLATION_INTRO + "\n\n" + "\n".join(f"- {line}" for line in ablation_notes().values()))
+                    ablation = gr.Dropdown([NO_ABLATION, *ablation_notes()], value=NO_ABLATION,
+                                           label="Ablation variant")
                 with gr.Row():
                     start_button = gr.Button("Start training", variant="primary")
                     stop_button = gr.Button("Stop", variant="stop")
@@ -276,20 +361,28 @@ def build_train_tab(app: AppModel, checkpoint_menus: tuple[gr.Dropdown, ...]) ->
                 progress = gr.HTML()
                 status = gr.Markdown()
                 with gr.Row():
-                    loss_plot = gr.Plot(label="Loss")
-                    preview = gr.Image(label="Preview (fused with the current weights)", format="png",
-                                       interactive=False, height=260)
+                    with gr.Column():
+                        gr.Markdown("**Loss** per step")
+                        loss_plot = gr.Plot(show_label=False)
+                    with gr.Column():
+                        gr.Markdown("**Preview**: an example fused with the current weights")
+                        preview = gr.Image(show_label=False, format="png", interactive=False, height=260,
+                                           elem_id="train-preview")
                 checkpoint_file = gr.File(label="Checkpoint (zip)", interactive=False)
     timer = gr.Timer(app.poll_seconds, active=False)  # outside the tab, so it ticks whichever tab is shown
     followed = gr.State(None)
-    return TrainView(pairs, options, start_button, stop_button, progress, status, loss_plot, preview,
+    return TrainView(pairs, options, ablation, start_button, stop_button, progress, status, loss_plot, preview,
                      checkpoint_file, timer, followed, checkpoint_menus)
 
 
 def build_about_tab(app: AppModel) -> None:
-    """The method, the data, the use and the model cards (read again on every page load)."""
+    """What the app is, its two models and their figures in plain words, its use; the full model cards (read
+    again on every page load) one click away."""
     with gr.Tab("About"):
-        gr.Markdown(app.about)
+        gr.Markdown(ABOUT)
+        with gr.Accordion("Full model cards (how each model was trained, every table)", open=False,
+                          elem_id="model-cards"):
+            gr.Markdown(app.model_cards)
 
 
 def build_tabs(app: AppModel) -> Tabs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import threading
 import time
@@ -30,10 +31,40 @@ from fusion_app.handlers import FusionApp, fail
 from fusion_app.inputs import EXAMPLES as EXAMPLES_DIR
 from fusion_app.inputs import FuseOptions, TrainOptions
 from fusion_app.models import AUTO, RANDOM, TASKS, ModelStore
+from fusion_app.reports import (
+    attention_dependence,
+    expert_dependence,
+    gate_dependence,
+    map_correlation,
+    measure_dependence,
+    model_cards,
+    training_progress,
+    training_status,
+    weight_note,
+)
 from fusion_app.sessions import session_folder_name
-from fusion_app.texts import DEFAULT_WINDOW, FROM_SCRATCH
+from fusion_app.texts import (
+    ABOUT,
+    DEFAULT_WINDOW,
+    FROM_SCRATCH,
+    METRIC_LEGEND,
+    NO_ABLATION,
+    SIZES,
+    TRAIN_INTRO,
+    ablation_notes,
+)
+from fusion_app.texts import CONVENTIONS as CONVENTION_NOTES
+from fusion_app.training import TrainingJob
 from fusion_app.views import Tabs, build_tabs
-from fusion_core import find_pairs, read_image, write_dicom_secondary_capture
+from fusion_core import (
+    METRICS,
+    PRESETS,
+    Intermediates,
+    TrainProgress,
+    find_pairs,
+    read_image,
+    write_dicom_secondary_capture,
+)
 
 EXAMPLES = {task: find_pairs(EXAMPLES_DIR / spec.folder)[0] for task, spec in TASKS.items()}
 MEDICAL = "MRI + CT"
@@ -61,13 +92,14 @@ def fuse_steps(fusion_app: FusionApp, tabs: Tabs, a, b, task: str = MEDICAL, cho
 
 def fuse(fusion_app: FusionApp, tabs: Tabs, a, b, task: str = MEDICAL, choice: str = AUTO,
          **options) -> dict:
-    """The last (complete) output of the fuse handler; the first holds the image and the network's metrics alone."""
+    """What the fuse handler leaves shown: its last output over its first (a component the last leaves out keeps
+    its value); the first holds the image and the network's metrics alone, and what the maps are drawn from."""
     first, *rest = fuse_steps(fusion_app, tabs, a, b, task, choice, **options)
     view = tabs.fuse
     assert len(rest) == 1 and first[view.fused] is rest[0][view.fused] and first[view.baselines] is None
     assert "| DGD-Fusion |" in first[view.metrics] and "| average |" not in first[view.metrics]
     assert "Fusing and scoring the classical baselines" in first[view.metrics]
-    return rest[0]
+    return first | rest[0]
 
 
 def evaluate(fusion_app: FusionApp, tabs: Tabs, zip_path, task: str = MEDICAL, choice: str = AUTO,
@@ -222,9 +254,17 @@ def test_fuses_an_example_of_each_task(fusion_app, tabs, task):
     assert Path(downloads[0]).name == f"fused_{pair.name}.png"
     np.testing.assert_array_equal(np.asarray(read_image(downloads[0]).pixels * 255).round(), fused)
     assert "random weights" in notes
-    assert "Metric convention: standard" in table and "| DGD-Fusion |" in table and "**" in table
+    assert "Scored with the standard conventions" in table and "| DGD-Fusion |" in table and "**" in table
+    assert "docs/" not in table and "§" not in table
     assert [name for _, name in baselines] == ["average", "max", "laplacian", "guided_filter"]
-    assert all(out[plot] is not None for plot in (view.experts, view.gates, view.attention))
+    source = out[view.maps.source]
+    assert source.checkpoint == RANDOM and source.maps is not None and source.names == (TASKS[task].a, TASKS[task].b)
+    assert fusion_app.draw_maps(view.maps, source, False) == {}  # a closed accordion costs nothing
+    maps = fusion_app.draw_maps(view.maps, source, True)
+    assert set(maps) == set(view.maps.outputs()) and all(maps[plot] is not None for plot in (
+        view.maps.weight, view.maps.gates, view.maps.attention, view.maps.experts))
+    assert "share of A" in maps[view.maps.weight_note] and "random noise" in maps[view.maps.gate_note]
+    assert "random noise" in maps[view.maps.expert_note] and "percentile" in maps[view.maps.attention_note]
 
 
 @pytest.mark.slow
@@ -387,7 +427,10 @@ def test_evaluates_the_bundled_examples(fusion_app, tabs):
     out = evaluate(fusion_app, tabs, None)
     assert set(out) == set(view.outputs())
     assert "2 pairs" in out[view.summary] and "random weights" in out[view.summary]
-    assert "| DGD-Fusion |" in out[view.means] and "Metric convention: standard" in out[view.means]
+    assert "| DGD-Fusion |" in out[view.means] and "Scored with the standard conventions" in out[view.means]
+    assert "Means over 2 pairs" in out[view.means] and "mean rank" in out[view.means]
+    for shown in (out[view.summary], out[view.means]):  # the server's folders are no one's business
+        assert str(fusion_app.work_dir) not in shown and "sessions" not in shown and "docs/" not in shown
     assert len(out[view.rows]) == 2 * 5 and Path(out[view.chart]).is_file()
     assert all(Path(f).suffix == ".csv" for f in out[view.files])
 
@@ -423,7 +466,8 @@ def test_training_makes_a_selectable_checkpoint(fusion_app, tabs):
     assert "Training" in started[view.status] and started[view.checkpoint_file] is None
     ended = follow(fusion_app, tabs, started)
     status, progress = ended[view.status], ended[view.progress]
-    assert "finished at step 2 of 2" in status and 'value="2" max="2"' in progress
+    assert "finished (both stages, 1 step each)" in status and 'value="2" max="2"' in progress
+    assert "stage 2 of 2 (the fusion head): step 1 of 1" in progress and "left" not in progress
     name = status.split("**")[1]
     for menu in (*view.checkpoint_menus, view.pairs.checkpoint):
         assert name in [value for _, value in ended[menu].choices]
@@ -452,13 +496,109 @@ def test_one_training_at_a_time_and_stop(fusion_app, tabs):
     with pytest.raises(gr.Error, match="another session"):
         fusion_app.stop_training(None)
     assert "Stopping" in fusion_app.stop_training(started[tabs.train.followed])
-    assert "was stopped" in follow(fusion_app, tabs, started)[tabs.train.status]
+    ended = follow(fusion_app, tabs, started)
+    assert "was stopped at stage 1 of 1 (the diffusion UNet): step" in ended[tabs.train.status]
+    assert "of 500" in ended[tabs.train.status] and "left" not in ended[tabs.train.progress]
     assert "No training run" in fusion_app.stop_training(started[tabs.train.followed])
 
 
 def test_a_session_that_started_nothing_follows_nothing(fusion_app, tabs):
     ticked = fusion_app.training_progress(tabs.train, None)
     assert not ticked[tabs.train.timer].active and "No training run" in ticked[tabs.train.status]
+
+
+def test_the_size_menu_holds_the_sizes_and_the_ablations_are_apart(tabs):
+    assert [value for _, value in tabs.train.options["preset"].choices] == list(SIZES)
+    ablations = [value for _, value in tabs.train.ablation.choices]
+    assert ablations == [NO_ABLATION, *(name for name in PRESETS if name not in SIZES)]
+    notes = ablation_notes()
+    assert notes["DFE+GCFS"] == "**DFE+GCFS**: DFE (expert convolutions) and GFS (gates); without GLSA; 4 experts."
+    assert notes["GCFS+GLSA"].endswith("without DFE; no experts.") and "3 experts" in notes["DFE_3"]
+
+
+def running_job(steps: int = 200, step: int = 20) -> TrainingJob:
+    job = TrainingJob("run", Path("run"), steps, (1, 2))
+    job.record(TrainProgress(stage=1, step=step, total_steps=steps, losses={"diffusion": 0.5},
+                             crops_per_second=3.0, eta_seconds=22.0))
+    return job
+
+
+def test_training_progress_counts_the_steps_per_stage_and_drops_the_estimate_on_stop():
+    job = running_job()
+    shown = training_progress(job, stopping=False)
+    assert "stage 1 of 2 (the diffusion UNet): step 20 of 200" in shown and "about 22 s left in this stage" in shown
+    assert 'value="20" max="400"' in shown
+    stopping = training_progress(job, stopping=True)
+    assert "left" not in stopping and "stopping after this step" in stopping
+    job.stopped = job.done = True
+    assert "left" not in training_progress(job, stopping=True)
+    assert "was stopped at stage 1 of 2 (the diffusion UNet): step 20 of 200" in training_status(job)
+    job.stage_index = 1
+    job.record(TrainProgress(stage=2, step=5, total_steps=200, losses={"fusion": 0.1}, crops_per_second=3.0,
+                             eta_seconds=9.0))
+    assert "stage 2 of 2 (the fusion head): step 5 of 200" in training_progress(job, stopping=False)
+
+
+def test_the_texts_a_user_reads_point_nowhere_they_cannot_go(fusion_app):
+    hexes = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b")
+    for text in (ABOUT, TRAIN_INTRO, METRIC_LEGEND, *CONVENTION_NOTES.values()):
+        assert not any(word in text for word in ("docs/", "§", "runs/", "TrainConfig", "--")), text[:60]
+        assert hexes.findall(text) == []
+    assert all(f"**{label}**" in METRIC_LEGEND for label in METRICS)
+    assert "MSRS" in ABOUT and "Harvard Whole Brain Atlas" in ABOUT
+    assert model_cards(fusion_app.models).startswith("No trained checkpoint")  # the fixture's store is empty
+    cards = model_cards(ModelStore())
+    assert "### dgd-general" in cards and "### dgd-medical" in cards and "Metrics on MSRS test" in cards
+
+
+def hand_made_maps(rng, gates: dict, shift: float = 0.0) -> Intermediates:
+    """Maps of two DFE layers, the given gates and two flat-ish attention maps; ``shift`` moves the experts."""
+    experts = {"down1": np.array([[0.25 + shift, 0.75 - shift]]), "up1": np.array([[0.5, 0.5]])}
+    attention = {"glsa1": 0.5 + rng.uniform(-0.02, 0.02, (8, 8)), "glsa2": 0.5 + rng.uniform(-0.02, 0.02, (8, 8))}
+    return Intermediates(experts=experts, gates=gates, attention=attention, weight_map=np.full((16, 16), 0.25))
+
+
+def test_maps_drawn_for_noise_alike_are_said_not_to_depend_on_the_image(rng):
+    gates = {"down1": rng.uniform(0, 1, (2, 12, 12)), "mid": rng.uniform(0, 1, (2, 8, 8))}
+    maps = hand_made_maps(rng, gates)
+    dependence = measure_dependence(maps, maps)
+    assert dependence.gates == pytest.approx({"down1": 1.0, "mid": 1.0}) and dependence.experts == 0.0
+    assert gate_dependence(dependence).startswith("These gate maps barely depend on this image (down1, mid: "
+                                                  "correlation 1.00 with the maps drawn for random noise")
+    assert "fixed pattern, not this image's content" in gate_dependence(dependence)
+    assert expert_dependence(dependence).startswith("The expert weights barely depend on this image")
+    assert attention_dependence(dependence).startswith("The attention maps barely vary across this image")
+    assert "25% comes from A" in weight_note(maps.weight_map, "infrared", "visible")
+
+
+def test_maps_unlike_those_drawn_for_noise_are_said_to_depend_on_the_image(rng):
+    image = {"down1": rng.uniform(0, 1, (2, 12, 12)), "mid": rng.uniform(0, 1, (2, 8, 8))}
+    noise = {"down1": rng.uniform(0, 1, (2, 12, 12)), "mid": rng.uniform(0, 1, (2, 8, 8))}
+    dependence = measure_dependence(hand_made_maps(rng, image, shift=0.3), hand_made_maps(rng, noise))
+    assert max(dependence.gates.values()) < 0.9 and dependence.experts == pytest.approx(0.3)
+    assert gate_dependence(dependence).startswith("These gate maps depend on this image")
+    assert expert_dependence(dependence).startswith("The expert weights depend on this image")
+    mixed = measure_dependence(hand_made_maps(rng, image), hand_made_maps(rng, {**noise, "mid": image["mid"]}))
+    assert gate_dependence(mixed).startswith("Only 1 of 2 gate layers follow this image (down1: correlation")
+    assert "The other 1 barely depend on it (mid: correlation 1.00)" in gate_dependence(mixed)
+
+
+def test_the_gate_border_is_left_out_of_the_correlation(rng):
+    """The same border (the zero padding's) around different interiors: the maps depend on the image."""
+    image, noise = np.zeros((1, 12, 12)), np.zeros((1, 12, 12))
+    image[:, 2:-2, 2:-2], noise[:, 2:-2, 2:-2] = rng.uniform(0.4, 0.6, (2, 1, 8, 8))
+    for maps in (image, noise):
+        maps[:, :2], maps[:, -2:], maps[:, :, :2], maps[:, :, -2:] = 1.0, 0.9, 0.8, 0.7
+    whole = map_correlation(image[0], noise[0])
+    dependence = measure_dependence(hand_made_maps(rng, {"down1": image}), hand_made_maps(rng, {"down1": noise}))
+    assert whole > 0.9 and abs(dependence.gates["down1"]) < 0.5
+    assert gate_dependence(dependence).startswith("These gate maps depend on this image")
+
+
+def test_attention_that_spans_the_scale_is_said_to_vary(rng):
+    maps = Intermediates(attention={"glsa1": rng.uniform(0.1, 0.9, (8, 8))})
+    line = attention_dependence(measure_dependence(maps, maps))
+    assert line.startswith("The attention maps vary across this image") and "percentile" in line
 
 
 def test_training_options_are_checked(fusion_app, tabs):
@@ -507,14 +647,29 @@ def test_api_reports_a_bad_upload(client, tmp_path):
 def test_api_evaluates_then_trains_and_follows_the_run(client):
     summary, means, *_ = client.predict(None, "MRI + PET", AUTO, "standard", api_name="/evaluate")
     assert "2 pairs" in summary and "| DGD-Fusion |" in means
-    started = client.predict(None, MEDICAL, FROM_SCRATCH, "tiny", "2", 1, 1, 64, 1e-4, api_name="/train")
+    started = client.predict(None, MEDICAL, FROM_SCRATCH, "tiny", "2", 1, 1, 64, 1e-4, NO_ABLATION,
+                             api_name="/train")
     assert started[1] == "Training…"
     for _ in range(600):  # the client's session holds the run it started, as a browser tab's does
         progress, status, _, _, checkpoint_zip, *_ = client.predict(api_name="/training_progress")
         if status != "Training…":
             break
         time.sleep(0.2)
-    assert "finished at step 1 of 1" in status and checkpoint_zip.endswith(".zip")
+    assert "finished (stage 2, the fusion head: 1 step)" in status and checkpoint_zip.endswith(".zip")
+    card = zipfile.ZipFile(checkpoint_zip).read(f"{status.split('**')[1]}/MODEL_CARD.md").decode()
+    assert "`tiny` preset" in card
+
+
+@pytest.mark.slow
+def test_api_trains_an_ablation_variant_in_place_of_the_size(client):
+    client.predict(None, MEDICAL, FROM_SCRATCH, "tiny", "2", 1, 1, 64, 1e-4, "GCFS+GLSA", api_name="/train")
+    for _ in range(600):
+        _, status, _, _, checkpoint_zip, *_ = client.predict(api_name="/training_progress")
+        if status != "Training…":
+            break
+        time.sleep(0.2)
+    card = zipfile.ZipFile(checkpoint_zip).read(f"{status.split('**')[1]}/MODEL_CARD.md").decode()
+    assert "`GCFS+GLSA` preset" in card
 
 
 def test_messages_are_plain_text_for_gradio_to_sanitize():
@@ -664,11 +819,12 @@ def test_training_is_bounded_before_it_starts(refusing_app, tabs, tmp_path, monk
     assert message.startswith(f"MRI/{EXAMPLES[MEDICAL].a.name} is 256 x 256 pixels; the app fuses at most 10,000")
 
 
-def test_the_train_tab_names_its_seed_and_limits(tmp_path):
+def test_the_train_tab_says_its_seed_and_limits_in_plain_words(tmp_path):
     demo = app.build_demo(FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work"))
     texts = [block.value or "" for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
     train = next(text for text in texts if text.startswith("Train or fine-tune"))
-    assert "training seed `train.seed` = 0" in train and "at most 500 pairs" in train and "10,000 steps" in train
+    assert "the same random seed (0)" in train and "TrainConfig" not in train
+    assert "at most 500 pairs" in train and "10,000 steps" in train
 
 
 def test_an_out_of_range_seed_is_refused_before_fusion(refusing_app, tabs):
