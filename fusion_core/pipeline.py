@@ -13,7 +13,7 @@ Paper: Di et al., J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -212,7 +212,8 @@ class FusionPipeline:
 
     @torch.no_grad()
     def fuse(self, a: np.ndarray, b: np.ndarray, *, feature_timesteps: tuple[int, ...] | None = None,
-             generator: torch.Generator | None = None, return_intermediates: bool = False) -> FusionResult:
+             generator: torch.Generator | None = None, return_intermediates: bool = False,
+             on_tile: Callable[[int, int], None] | None = None) -> FusionResult:
         """Fuse a registered pair.
 
         Args:
@@ -223,6 +224,9 @@ class FusionPipeline:
             generator: draws the diffusion noise; default a CPU generator seeded with 0 on every call, so
                 the same input always gives the same output.
             return_intermediates: also return expert weights, gate maps, attention maps and the weight map.
+            on_tile: called before each tile's pass (one for an untiled input) as on_tile(done, total), the
+                tiles fused so far and in all; whatever it raises stops the fusion there (a deadline, a
+                progress bar).
         Returns:
             FusionResult; ``fused`` is RGB(Y_F, Cb_B, Cr_B) when B is colour, else gray, uint8, input size.
         """
@@ -231,7 +235,7 @@ class FusionPipeline:
         if generator is None:
             generator = torch.Generator().manual_seed(DEFAULT_SEED)
         y_fused, record, tiles = self._fuse_planes(source.y_a, source.b_rgb, timesteps, generator,
-                                                   return_intermediates)
+                                                   return_intermediates, on_tile)
         warnings = self._warnings()
         if return_intermediates and tiles > 1:
             warnings.append(f"intermediate maps are not recorded for inputs fused in {tiles} tiles")
@@ -309,25 +313,29 @@ class FusionPipeline:
         return timesteps
 
     def _fuse_planes(self, y_a: np.ndarray, b_rgb: np.ndarray, timesteps: tuple[int, ...],
-                     generator: torch.Generator, return_intermediates: bool
+                     generator: torch.Generator, return_intermediates: bool,
+                     on_tile: Callable[[int, int], None] | None = None
                      ) -> tuple[np.ndarray, Intermediates | None, int]:
         """Fuse whole, or tile by tile with ramp blending. Returns Y_F (H, W), intermediates, tile count."""
         height, width = y_a.shape
         rows = _tile_starts(height, self.tile_size, self.tile_overlap)
         cols = _tile_starts(width, self.tile_size, self.tile_overlap)
+        on_tile = on_tile or (lambda done, total: None)
         if len(rows) == len(cols) == 1:
+            on_tile(0, 1)
             y, record = self._fuse_tile(y_a, b_rgb, timesteps, generator, return_intermediates)
             return y, record, 1
         total = np.zeros((height, width), dtype=np.float32)
         weight = np.zeros((height, width), dtype=np.float32)
-        for top in rows:
-            for left in cols:
-                box = np.s_[top:top + self.tile_size, left:left + self.tile_size]
-                y, _ = self._fuse_tile(y_a[box], b_rgb[box], timesteps, generator, False)
-                w = np.outer(_ramp(top, top + y.shape[0], height, self.tile_overlap),
-                             _ramp(left, left + y.shape[1], width, self.tile_overlap))
-                total[box] += y * w
-                weight[box] += w
+        corners = [(top, left) for top in rows for left in cols]
+        for done, (top, left) in enumerate(corners):
+            on_tile(done, len(corners))
+            box = np.s_[top:top + self.tile_size, left:left + self.tile_size]
+            y, _ = self._fuse_tile(y_a[box], b_rgb[box], timesteps, generator, False)
+            w = np.outer(_ramp(top, top + y.shape[0], height, self.tile_overlap),
+                         _ramp(left, left + y.shape[1], width, self.tile_overlap))
+            total[box] += y * w
+            weight[box] += w
         return total / weight, None, len(rows) * len(cols)
 
     def _fuse_tile(self, y_a: np.ndarray, b_rgb: np.ndarray, timesteps: tuple[int, ...],

@@ -356,3 +356,28 @@ def test_fuse_batch_names_the_bad_pair(tiny_pipeline, rng):
     a, b = make_pair(rng, 32, 32)
     with pytest.raises(ValueError, match="pair 1: A is 32x32 but B is 40x32"):
         tiny_pipeline.fuse_batch([(a, b), (a, np.zeros((32, 40, 3), np.uint8))])
+
+
+def test_on_tile_is_called_before_each_tile_and_can_stop_the_fusion(tiny_pipeline, rng):
+    a, b = make_pair(rng, 70, 90)
+    seen = []
+    tiny_pipeline.fuse(a, b, on_tile=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 1)]
+    tiny_pipeline.tile_size, tiny_pipeline.tile_overlap = 32, 8
+    seen.clear()
+    tiny_pipeline.fuse(a, b, on_tile=lambda done, total: seen.append((done, total)))
+    assert seen == [(done, 12) for done in range(12)]
+
+    class Late(Exception):
+        pass
+
+    def deadline(done: int, total: int) -> None:
+        if done == 5:
+            raise Late
+
+    passes = []
+    original = tiny_pipeline._fuse_tile
+    tiny_pipeline._fuse_tile = lambda *args: passes.append(1) or original(*args)
+    with pytest.raises(Late):
+        tiny_pipeline.fuse(a, b, on_tile=deadline)
+    assert len(passes) == 5  # no tile's pass after the one that raised
