@@ -358,8 +358,8 @@ class TrainConfig:
         owner = "train"
         _whole(owner, "stage", self.stage, 1, 2)
         _whole(owner, "steps", self.steps, 0, 10**12)
-        _whole(owner, "batch_size", self.batch_size, 1, 1_000_000)
-        _whole(owner, "crop", self.crop, 1, 1_000_000)
+        _whole(owner, "batch_size", self.batch_size, 1, MAX_BATCH)
+        _whole(owner, "crop", self.crop, 1, MAX_CROP)
         _real(owner, "lr", self.lr, 0.0, 1.0)
         _whole(owner, "seed", self.seed, 0, MAX_SEED)
         _whole(owner, "log_every", self.log_every, 1, 10**12)
@@ -369,6 +369,11 @@ class TrainConfig:
         _real(owner, "gate_lr", self.gate_lr, 0.0, 1.0)
 
 
+# A step draws batch_size crops (pairs chosen with replacement, so a batch may exceed the pair count) and holds
+# them all with their activations: 256 crops of 128 x 128 already need about 20 GB in the cpu preset's stage 2.
+# training/run.py also refuses a batch whose step is estimated beyond cost.MAX_TRAINING_BYTES.
+MAX_BATCH = 256
+MAX_CROP = 4096  # four times the pipeline's tile; a crop beyond an image is reflect-padded up to it
 MAX_SEED = 2**32 - 1  # train seeds step s with (seed * 1_000_003 + s) * 257 + rank, which must stay below 2**64
 
 

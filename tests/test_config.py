@@ -116,3 +116,11 @@ def test_from_dict_names_what_is_wrong_with_the_structure(data, message):
 def test_configs_the_network_cannot_be_built_from_are_refused(data, message):
     with pytest.raises(ValueError, match=message):
         FusionConfig.from_dict(data)
+
+
+def test_train_batch_and_crop_are_bounded():
+    with pytest.raises(ValueError, match=r"^train\.batch_size must be a whole number in 1\.\.256, got 1000000$"):
+        TrainConfig(batch_size=1_000_000)
+    with pytest.raises(ValueError, match=r"^train\.crop must be a whole number in 1\.\.4096, got 8192$"):
+        TrainConfig(crop=8192)
+    assert TrainConfig(batch_size=256, crop=4096).batch_size == 256
