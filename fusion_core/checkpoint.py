@@ -43,7 +43,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from .config import PRESETS, FusionConfig
+from .config import PRESETS, FusionConfig, describe_json
 from .models.dgd_fusion import DGDFusionModel
 from .pipeline import FusionPipeline, build_pipeline
 from .tasks import TASK_CHECKPOINTS
@@ -202,21 +202,26 @@ def _read_config(directory: Path) -> FusionConfig:
     raw = read_checkpoint_file(directory, CONFIG_NAME)
     if raw is None:
         raise CheckpointError(f"{directory} has no {CONFIG_NAME}; expected {CONFIG_NAME} + {WEIGHTS_NAME}")
+    path = directory / CONFIG_NAME
     try:
         data = json.loads(raw)
     except ValueError as error:  # not JSON, or not UTF-8
-        raise CheckpointError(f"cannot read {directory / CONFIG_NAME}: {error}") from error
+        raise CheckpointError(f"cannot read {path}: {error}") from error
+    except RecursionError:  # lists or objects nested thousands deep
+        raise CheckpointError(f"cannot read {path}: its JSON is nested too deeply for a config") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold an object ({{...}}), got {describe_json(data)}")
     found = data.pop("format", None)
     if found in OLD_FORMATS:
         raise CheckpointError(f"{directory} was saved by an earlier DGD-Fusion ({found}) whose gates and fusion "
                               f"head differ from this version's ({FORMAT}); retrain it with `python -m "
                               "fusion_core train`")
     if found != FORMAT:
-        raise CheckpointError(f"{directory / CONFIG_NAME} is not a {FORMAT} config")
+        raise CheckpointError(f"{path} is not a {FORMAT} config")
     try:
-        return FusionConfig.from_dict(data)
+        return FusionConfig.from_dict(data, source=CONFIG_NAME)
     except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: {error}") from error
+        raise CheckpointError(f"{path}: {error}") from error
 
 
 def _pickle_message(path: Path) -> str:

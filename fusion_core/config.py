@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cost import GLSA_LOCAL_GROUPS, check_budget
+
 
 def _whole(owner: str, name: str, value: Any, low: int, high: int) -> None:
     """Refuse a ``value`` that is not a whole number in low..high, naming the field and the range."""
@@ -154,8 +156,14 @@ class FusionHeadConfig:
             raise ValueError(f"head.channels ({self.channels}) must be a multiple of head.num_heads "
                              f"({self.num_heads})")
         _real(owner, "ffn_expansion", self.ffn_expansion, 0.25, 16.0)
+        if int(self.channels * self.ffn_expansion) < 1:
+            raise ValueError(f"head.channels x head.ffn_expansion ({self.channels} x {self.ffn_expansion}) must be "
+                             "at least 1, the width of the feed-forward layer")
         _whole(owner, "head_downsample", self.head_downsample, 1, 16)
         _flag(owner, "use_glsa", self.use_glsa)
+        if self.use_glsa and self.channels % GLSA_LOCAL_GROUPS:
+            raise ValueError(f"head.channels ({self.channels}) must be a multiple of {GLSA_LOCAL_GROUPS} with "
+                             f"head.use_glsa (GLSA's grouped convolution has {GLSA_LOCAL_GROUPS} groups)")
         _sequence(owner, "feature_timesteps", self.feature_timesteps, (1, 16), 0, 99_999)
         _whole(owner, "time_embed_dim", self.time_embed_dim, 1, MAX_WIDTH)
         if self.output not in HEAD_OUTPUTS:
@@ -195,7 +203,14 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Everything needed to rebuild a trained DGD-Fusion model with no outside flags."""
+    """Everything needed to rebuild a trained DGD-Fusion model with no outside flags.
+
+    A FusionConfig is also refused by what its network would cost (cost.py, by arithmetic: nothing is built):
+    more than ``cost.MAX_PARAMETERS`` (100 M) parameters, or more than ``cost.MAX_INFERENCE_BYTES`` (32 GB) of
+    activations to fuse one 1024 x 1024 tile, the pipeline's tile size. Every preset is far inside both (the
+    widest, ``gpu``: 27 M parameters and about 3.3 GB), so these budgets only stop a hand-edited config.json
+    or a typed width that would exhaust the machine.
+    """
 
     name: str = "cpu"
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -203,30 +218,66 @@ class FusionConfig:
     head: FusionHeadConfig = field(default_factory=FusionHeadConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError for parts of the wrong type, a UNet too shallow for the head, or a network beyond
+        the cost budgets (the message gives the estimate)."""
+        if not isinstance(self.name, str) or not 1 <= len(self.name) <= MAX_NAME:
+            raise ValueError(f"config name must be a text of 1 to {MAX_NAME} characters, got {self.name!r}")
+        for key, part in PARTS.items():
+            if not isinstance(getattr(self, key), part):
+                raise ValueError(f"config {key} must be a {part.__name__}, got {getattr(self, key)!r}")
+        if len(self.unet.channels) <= DEEP_FEATURE_INDEX:
+            raise ValueError(f"unet.channels must list at least {DEEP_FEATURE_INDEX + 1} widths (the fusion head reads "
+                             f"the second decoder stage), got {list(self.unet.channels)}")
+        check_budget(self)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dictionary (tuples become lists)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FusionConfig:
-        """Inverse of ``to_dict``; unknown keys raise ``ValueError`` naming them."""
-        parts = {"unet": UNetConfig, "diffusion": DiffusionConfig, "head": FusionHeadConfig, "loss": LossConfig}
-        unknown = set(data) - set(parts) - {"name"}
+    def from_dict(cls, data: Any, source: str = "config.json") -> FusionConfig:
+        """Inverse of ``to_dict``. Anything else raises ``ValueError`` naming what is wrong: not an object,
+        unknown keys, a part that is not an object, a field of the wrong type or out of range, or a network
+        beyond the cost budgets. ``source`` names the data in the messages."""
+        _expect_object(data, source)
+        unknown = set(data) - set(PARTS) - {"name"}
         if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; is this a DGD-Fusion config.json?")
+            raise ValueError(f"unknown config keys {sorted(unknown)} in {source}; is this a DGD-Fusion config.json?")
         kwargs: dict[str, Any] = {"name": data.get("name", "custom")}
-        for key, part in parts.items():
+        for key, part in PARTS.items():
             if key in data:
-                kwargs[key] = _build(part, data[key])
+                _expect_object(data[key], f'{source}\'s "{key}"')
+                kwargs[key] = _build(key, part, data[key])
         return cls(**kwargs)
 
 
-def _build(part: type, values: dict[str, Any]) -> Any:
+MAX_NAME = 200  # characters of a config's name (it heads the model card)
+DEEP_FEATURE_INDEX = 1  # the decoder stage the fusion head reads first (models/fusion_head.py)
+PARTS = {"unet": UNetConfig, "diffusion": DiffusionConfig, "head": FusionHeadConfig, "loss": LossConfig}
+
+
+def describe_json(value: Any) -> str:
+    """The JSON kind of a parsed value, for messages: 'a list', 'a string', 'null', ..."""
+    kinds = ((bool, "true or false"), (dict, "an object"), (list, "a list"), (str, "a string"), (int, "a number"),
+             (float, "a number"), (type(None), "null"))
+    return next((kind for cls, kind in kinds if isinstance(value, cls)), type(value).__name__)
+
+
+def _expect_object(value: Any, what: str) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must hold an object ({{...}}), got {describe_json(value)}")
+
+
+def _build(key: str, part: type, values: dict[str, Any]) -> Any:
     """Build one frozen sub-config from a dict, turning JSON lists back into tuples."""
     names = {f.name for f in dataclasses.fields(part)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown {part.__name__} fields {sorted(unknown)}")
+        raise ValueError(f"unknown {key} fields {sorted(unknown)}; {key} has {sorted(names)}")
     return part(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
@@ -307,8 +358,8 @@ class TrainConfig:
         owner = "train"
         _whole(owner, "stage", self.stage, 1, 2)
         _whole(owner, "steps", self.steps, 0, 10**12)
-        _whole(owner, "batch_size", self.batch_size, 1, 1_000_000)
-        _whole(owner, "crop", self.crop, 1, 1_000_000)
+        _whole(owner, "batch_size", self.batch_size, 1, MAX_BATCH)
+        _whole(owner, "crop", self.crop, 1, MAX_CROP)
         _real(owner, "lr", self.lr, 0.0, 1.0)
         _whole(owner, "seed", self.seed, 0, MAX_SEED)
         _whole(owner, "log_every", self.log_every, 1, 10**12)
@@ -318,6 +369,11 @@ class TrainConfig:
         _real(owner, "gate_lr", self.gate_lr, 0.0, 1.0)
 
 
+# A step draws batch_size crops (pairs chosen with replacement, so a batch may exceed the pair count) and holds
+# them all with their activations: 256 crops of 128 x 128 already need about 20 GB in the cpu preset's stage 2.
+# training/run.py also refuses a batch whose step is estimated beyond cost.MAX_TRAINING_BYTES.
+MAX_BATCH = 256
+MAX_CROP = 4096  # four times the pipeline's tile; a crop beyond an image is reflect-padded up to it
 MAX_SEED = 2**32 - 1  # train seeds step s with (seed * 1_000_003 + s) * 257 + rank, which must stay below 2**64
 
 

@@ -316,3 +316,25 @@ def test_each_shipped_checkpoint_names_the_preset_that_builds_it(folder):
     built = {name: tuple(t.shape) for name, t in DGDFusionModel(preset).state_dict().items()}
     shipped = {name: tuple(t.shape) for name, t in load_file(folder / WEIGHTS_NAME).items()}
     assert built == shipped
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network was built")
+    monkeypatch.setattr(DGDFusionModel, "__init__", refuse)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", r"config\.json must hold an object \(\{\.\.\.\}\), got a list$"),
+    ('"dgd"', r"config\.json must hold an object \(\{\.\.\.\}\), got a string$"),
+    ("[" * 100_000 + "]" * 100_000, r"config\.json: its JSON is nested too deeply for a config$"),
+    ('{"format": "dgd-fusion/2", "unet": [4, 8]}', r"""config\.json: config\.json's "unet" must hold an object"""),
+    ('{"format": "dgd-fusion/2", "unet": {"channels": [4096, 4096, 4096, 4096]}}',
+     r"config\.json: unet\.channels \[4096, 4096, 4096, 4096\], head\.channels 16: about 10\.6 G parameters "
+     r"\(42\.2 GB\), more than the 100 M this project builds"),
+])
+def test_a_hostile_config_is_refused_before_anything_is_built(hand_made, nothing_built, text, message):
+    (hand_made / CONFIG_NAME).write_text(text)
+    with pytest.raises(CheckpointError, match=message):
+        load_pipeline(hand_made)

@@ -468,3 +468,34 @@ def test_gates_prints_each_layer_with_its_correlation_on_white_noise(tmp_path, c
     assert len(rows) == 9 and all(len(row.split("|")) == 8 for row in rows)
     assert all(-1 <= float(row.split("|")[6]) <= 1 for row in rows)
     assert "2 pairs; mean over 9 GFS layers" in out
+
+
+def test_train_refuses_a_batch_beyond_the_bound_in_one_line(pairs, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(pairs), "--out", str(out), "--preset", "tiny", "--steps", "1",
+                 "--batch", "1000000", "--device", "cpu"]) == 2
+    assert re.search(r"batch_size must be a whole number in 1\.\.256, got 1000000$", _one_error_line(capsys))
+    assert not out.exists()
+
+
+def test_train_refuses_a_step_beyond_the_memory_budget_in_one_line(pairs, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(pairs), "--out", str(out), "--preset", "tiny", "--steps", "1",
+                 "--batch", "256", "--crop", "4096", "--device", "cpu"]) == 2
+    assert re.search(r"batch 256 of 4096x4096 crops: a stage-1 step of 'tiny' needs about .* use at most batch \d+$",
+                     _one_error_line(capsys))
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("config, message", [
+    ("[1, 2]", r"config\.json must hold an object \(\{\.\.\.\}\), got a list$"),
+    ('{"format": "dgd-fusion/2", "unet": {"channels": [4096, 4096, 4096, 4096]}}',
+     r"unet\.channels \[4096, 4096, 4096, 4096\], head\.channels 16: about 10\.6 G parameters"),
+])
+def test_fuse_refuses_a_hostile_config_json_in_one_line(pairs, checkpoint, tmp_path, capsys, config, message):
+    (checkpoint / "manifest.json").unlink()  # a folder put together by hand loads as it is
+    (checkpoint / "config.json").write_text(config)
+    output = tmp_path / "fused.png"
+    assert _fuse(pairs, checkpoint, output) == 2
+    assert re.search(message, _one_error_line(capsys))
+    assert not output.exists()

@@ -86,3 +86,41 @@ def test_loss_intensity_mean_is_a_share_and_older_configs_keep_the_max_target():
                                                            ssim=PRESETS["cpu"].loss.ssim)
     with pytest.raises(ValueError, match=r"loss.gradient_gain must be a number in \[1.0, 4.0\], got 0.5"):
         LossConfig(gradient_gain=0.5)
+
+
+@pytest.mark.parametrize("data, message", [
+    ([1, 2], r"^config\.json must hold an object \(\{\.\.\.\}\), got a list$"),
+    ("cpu", r"^config\.json must hold an object \(\{\.\.\.\}\), got a string$"),
+    (None, r"got null$"),
+    ({"unet": [16, 32]}, r"""^config\.json's "unet" must hold an object \(\{\.\.\.\}\), got a list$"""),
+    ({"head": 16}, r"""^config\.json's "head" must hold an object \(\{\.\.\.\}\), got a number$"""),
+    ({"unet": {"channels": "16,32"}}, r"unet\.channels must be a list of 1 to 8 whole numbers, got '16,32'"),
+    ({"unet": {"channels": [[16], 32]}}, r"unet\.channels must be a whole number in 1\.\.4096, got \[16\]"),
+    ({"unet": {"use_dfe": "yes"}}, r"unet\.use_dfe must be true or false, got 'yes'"),
+    ({"head": {"output": ["weight_map"]}}, r"head output must be one of"),
+    ({"unet": {"widths": [1]}}, r"unknown unet fields \['widths'\]; unet has \['channels', "),
+    ({"name": ["cpu"]}, r"config name must be a text of 1 to 200 characters, got \['cpu'\]"),
+])
+def test_from_dict_names_what_is_wrong_with_the_structure(data, message):
+    with pytest.raises(ValueError, match=message):
+        FusionConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"unet": {"channels": [64]}}, r"unet\.channels must list at least 2 widths \(the fusion head reads the second "
+                                   r"decoder stage\), got \[64\]"),
+    ({"head": {"channels": 6, "num_heads": 2}}, r"head\.channels \(6\) must be a multiple of 4 with head\.use_glsa"),
+    ({"head": {"channels": 2, "num_heads": 1, "use_glsa": False, "ffn_expansion": 0.25}},
+     r"head\.channels x head\.ffn_expansion \(2 x 0\.25\) must be at least 1"),
+])
+def test_configs_the_network_cannot_be_built_from_are_refused(data, message):
+    with pytest.raises(ValueError, match=message):
+        FusionConfig.from_dict(data)
+
+
+def test_train_batch_and_crop_are_bounded():
+    with pytest.raises(ValueError, match=r"^train\.batch_size must be a whole number in 1\.\.256, got 1000000$"):
+        TrainConfig(batch_size=1_000_000)
+    with pytest.raises(ValueError, match=r"^train\.crop must be a whole number in 1\.\.4096, got 8192$"):
+        TrainConfig(crop=8192)
+    assert TrainConfig(batch_size=256, crop=4096).batch_size == 256

@@ -4,7 +4,7 @@ Imports run one way. A module may import modules of its own tier or of the tiers
 
 | tier | modules |
 | --- | --- |
-| config | config (standard library only) |
+| config | config, cost (standard library only) |
 | numpy side | color, dicom, imaging/ (read, register, write), metrics, baselines, tasks (no torch, no gradio) |
 | layers | layers/ |
 | models | models/ |
@@ -35,7 +35,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 TIERS: list[tuple[str, tuple[str, ...]]] = [
-    ("config", ("fusion_core.config",)),
+    ("config", ("fusion_core.config", "fusion_core.cost")),
     ("numpy side", ("fusion_core.color", "fusion_core.dicom", "fusion_core.tasks", "fusion_core.imaging",
                     "fusion_core.imaging.read", "fusion_core.imaging.register", "fusion_core.imaging.write",
                     "fusion_core.metrics", "fusion_core.baselines")),
@@ -209,8 +209,9 @@ def test_numpy_side_never_imports_torch_or_gradio(module):
     assert _external_roots(module) & {"torch", "gradio", "einops", "safetensors"} == set()
 
 
-def test_config_uses_the_standard_library_only():
-    assert _external_roots("fusion_core.config") - set(sys.stdlib_module_names) - {"__future__"} == set()
+@pytest.mark.parametrize("module", TIERS[0][1])
+def test_config_uses_the_standard_library_only(module):
+    assert _external_roots(module) - set(sys.stdlib_module_names) - {"__future__"} == set()
 
 
 @pytest.mark.parametrize("module", [m for m in SOURCES if TIERS[TIER_OF[m]][0].startswith("app")])

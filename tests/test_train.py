@@ -28,7 +28,18 @@ from fusion_core.config import FusionConfig, TrainConfig
 from fusion_core.data import PairDataset
 from fusion_core.imaging import write_png
 from fusion_core.models.dgd_fusion import DGDFusionModel, build_model
-from fusion_core.training import LOG_NAME, PROVENANCE_NAME, TrainProgress, read_train_state, train
+from fusion_core.training import (
+    LOG_NAME,
+    PROVENANCE_NAME,
+    Origin,
+    Provenance,
+    TrainProgress,
+    TrainRequest,
+    prepare_run,
+    read_train_state,
+    run_stages,
+    train,
+)
 from fusion_core.validation import ValidationSet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -522,3 +533,24 @@ def test_dropout_draws_from_the_step_generator_not_the_global_one(tiny_config, d
     plain = build_model(tiny_config, torch.Generator().manual_seed(0))
     train(plain, dataset, _train_config(1, 3), tmp_path / "plain")
     assert any(not torch.equal(plain.state_dict()[n], t) for n, t in runs[0].items())  # the dropout did act
+
+
+def test_a_step_beyond_the_memory_budget_is_refused_before_anything_is_built_or_read(tmp_path, monkeypatch):
+    """prepare_run checks the step's memory on the configs alone: no network, no data (the folder is missing)."""
+    monkeypatch.setattr(DGDFusionModel, "__init__", lambda *args: pytest.fail("a network was built"))
+    request = TrainRequest(data=(str(tmp_path / "nowhere"),), out=str(tmp_path / "out"), preset="gpu", stage="2",
+                           train=TrainConfig(batch_size=256, crop=256))
+    with pytest.raises(ValueError, match=r"^batch 256 of 256x256 crops: a stage-2 step of 'gpu' needs about 829 GB, "
+                                         r"more than the 64 GB this project allows; use at most batch 19$"):
+        prepare_run(request)
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_stages_refuses_a_step_beyond_the_memory_budget_before_writing(tiny_config, dataset, tmp_path):
+    """The app and the ablation call run_stages directly: the same check, before the first stage starts."""
+    small = TrainConfig(stage=1, steps=1, batch_size=2, crop=32, checkpoint_every=0, preview_every=0)
+    huge = dataclasses.replace(small, stage=2, batch_size=256, crop=4096)
+    with pytest.raises(ValueError, match=r"^batch 256 of 4096x4096 crops: a stage-2 step of 'tiny' needs about"):
+        run_stages(build_model(tiny_config), dataset, [small, huge], tmp_path / "out",
+                   provenance=Provenance("tiny", Origin(), Origin()))
+    assert not (tmp_path / "out").exists()

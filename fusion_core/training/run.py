@@ -17,6 +17,7 @@ import torch
 
 from ..checkpoint import load_model, load_weights, read_model
 from ..config import PRESETS, FusionConfig, TrainConfig
+from ..cost import check_training_budget
 from ..data import PairDataset, find_pairs
 from ..distributed import setup_distributed
 from ..models.dgd_fusion import DGDFusionModel, build_model
@@ -40,11 +41,15 @@ def run_stages(model: DGDFusionModel, dataset: PairDataset, configs: Sequence[Tr
     checkpointed at its end, the next one resuming from the folder (a Hugging Face ZeroGPU Space lends a GPU
     per decorated call, possibly in another process, so the run's state lives in its checkpoint between calls).
 
+    Raises ValueError, before anything is trained or written, for a stage whose step would need more memory
+    than ``cost.MAX_TRAINING_BYTES`` (``check_training_memory``).
+
     Args:
         resume: how the first stage starts (see ``train``).
         progress: called with (stage index, report).
         device: the device of ``setup_distributed`` (None: CUDA when present), set up inside each call.
     """
+    check_training_memory(model.config, configs)
     results: list[TrainResult] = []
     for index, config in enumerate(configs):
         if index > 0:  # the weights are the previous stage's, in memory; only the log is trimmed
@@ -62,6 +67,15 @@ def run_stages(model: DGDFusionModel, dataset: PairDataset, configs: Sequence[Tr
         if results[-1].stopped:
             break
     return results
+
+
+def check_training_memory(config: FusionConfig, configs: Sequence[TrainConfig]) -> None:
+    """Raise ValueError (with the estimate and the largest batch that fits) for a stage of ``configs`` whose step
+    of ``batch_size`` crops of ``crop`` x ``crop`` is estimated beyond ``cost.MAX_TRAINING_BYTES``; by
+    arithmetic on the configs, so it runs before anything is built for the step or read."""
+    for train_config in configs:
+        check_training_budget(config, train_config.stage, train_config.crop, train_config.batch_size,
+                              tune_gates=train_config.stage == 2 and train_config.gate_lr > 0)
 
 
 def _train_on(model: DGDFusionModel, dataset: PairDataset, config: TrainConfig, out_dir: str | os.PathLike,
@@ -121,31 +135,35 @@ def prepare_run(request: TrainRequest, is_main: bool = True) -> PreparedRun:
         raise ValueError("--head-from carries a trained head; --head-channels and --head-output draw a new one: "
                          "give one or the other")
     point = ResumePoint.read(request.out) if request.resume else None  # the one read of a resumed run
-    generator = torch.Generator().manual_seed(request.train.seed)  # the seed draws the initial weights too
-    model = _starting_model(request, point, generator)
-    stride = model.config.unet.stride
+    source, config, weights = _starting_config(request, point)
+    stride = config.unet.stride
     if request.train.crop % stride:
         raise ValueError(f"--crop {request.train.crop}: crop must be a multiple of {stride}, the stride of this "
                          f"model (e.g. {max(stride, request.train.crop // stride * stride)})")
-    fresh_head = point is None and _wants_new_head(model, request)
-    if fresh_head:  # a resumed run goes on with the head it trains
-        model = model.with_head(_new_head(model, request), generator)
-    dataset = PairDataset([pair for root in request.data for pair in find_pairs(root)])
-    validation = ValidationSet.from_folder(request.val, request.train.seed) if request.val and is_main else None
+    fresh_head = point is None and _wants_new_head(config, request)  # a resumed run goes on with its head
     stages = [1, 2] if request.stage == "both" else [int(request.stage)]
     if point is not None and request.stage == "both" and point.stage == 2:
         stages = [2]  # stage 1 finished before the stop
     configs = [replace(request.train, stage=stage, steps=request.stage1_steps
                        if stage == 1 and request.stage == "both" and request.stage1_steps else request.train.steps)
                for stage in stages]
+    # before anything is built or read (a --head-from head is checked again by run_stages)
+    check_training_memory(replace(config, head=_new_head(config, request)) if fresh_head else config, configs)
+    generator = torch.Generator().manual_seed(request.train.seed)  # the seed draws the initial weights too
+    model = _starting_model(request, point, source, config, weights, generator)
+    if fresh_head:
+        model = model.with_head(_new_head(model.config, request), generator)
+    dataset = PairDataset([pair for root in request.data for pair in find_pairs(root)])
+    validation = ValidationSet.from_folder(request.val, request.train.seed) if request.val and is_main else None
     provenance = _provenance(request, model.config, point, fresh_head, len(dataset))
     resume = replace(point, weights=None) if point is not None else request.resume  # its weights are in the model
     return PreparedRun(model, dataset, configs, provenance, resume, validation)
 
 
-def _starting_model(request: TrainRequest, point: ResumePoint | None, generator: torch.Generator
-                    ) -> DGDFusionModel:
-    """The network a run starts from, built once; its config carries the request's loss weights."""
+def _starting_config(request: TrainRequest, point: ResumePoint | None
+                     ) -> tuple[str | None, FusionConfig, dict[str, torch.Tensor] | None]:
+    """Where a run's network comes from, its config (with the request's loss weights) and its weights, if any;
+    nothing is built."""
     if point is not None:  # a resumed run keeps its own config (loss weights, head)
         source, (config, weights) = request.out, (point.config, point.weights)
     elif request.init:
@@ -154,6 +172,12 @@ def _starting_model(request: TrainRequest, point: ResumePoint | None, generator:
         source, config, weights = None, PRESETS[request.preset], None
     if request.loss:
         config = replace(config, loss=replace(config.loss, **request.loss))
+    return source, config, weights
+
+
+def _starting_model(request: TrainRequest, point: ResumePoint | None, source: str | None, config: FusionConfig,
+                    weights: dict[str, torch.Tensor] | None, generator: torch.Generator) -> DGDFusionModel:
+    """The network a run starts from, built once from ``_starting_config``'s answer."""
     if weights is None:
         model = build_model(config, generator)
     else:
@@ -164,16 +188,16 @@ def _starting_model(request: TrainRequest, point: ResumePoint | None, generator:
     return model
 
 
-def _new_head(model: DGDFusionModel, request: TrainRequest):
+def _new_head(config: FusionConfig, request: TrainRequest):
     changes = {k: v for k, v in (("output", request.head_output), ("channels", request.head_channels))
                if v is not None}
-    return replace(model.config.head, **changes)
+    return replace(config.head, **changes)
 
 
-def _wants_new_head(model: DGDFusionModel, request: TrainRequest) -> bool:
+def _wants_new_head(config: FusionConfig, request: TrainRequest) -> bool:
     """--head-channels (even at the same width: a head trained from scratch) or a --head-output that changes
     the head's form."""
-    return request.head_channels is not None or _new_head(model, request) != model.config.head
+    return request.head_channels is not None or _new_head(config, request) != config.head
 
 
 def _provenance(request: TrainRequest, config: FusionConfig, point: ResumePoint | None, fresh_head: bool,
