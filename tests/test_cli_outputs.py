@@ -153,3 +153,14 @@ def test_evaluate_fuses_again_a_damaged_earlier_image(tmp_path, capsys):
     fused.write_bytes(good[: len(good) // 2])  # an earlier run's truncated image
     assert main(["evaluate", str(root), "--methods", "average", "--out", str(out)]) == 0
     assert fused.read_bytes() == good
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch", "1000000"], "error: --batch-size must be a whole number in 1..256, got 1000000"),
+    (["--loss-ssim", "-3"], "error: --loss-ssim must be a number in [0.0, 1000000.0], got -3.0"),
+])
+def test_training_settings_are_refused_by_their_flags(tmp_path, capsys, flags, message):
+    root = _pairs(tmp_path / "pairs", ("001",))
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "run"), *flags]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "run").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,8 +80,13 @@ FLAG_TERMS = {
 }
 
 
+# A training or loss setting named as the library names it ("train.batch_size") -> its flag ("--batch-size").
+SETTING = re.compile(r"\b(train|loss)\.(\w+)")
+
+
 def in_flag_terms(message: str) -> str:
-    """``message`` with the library's Python advice put in this command line's flags (``FLAG_TERMS``)."""
+    """``message`` with the library's Python advice put in this command line's flags (``FLAG_TERMS``) and its
+    training settings named by their flags."""
     for python, flag in FLAG_TERMS.items():
         message = message.replace(python, flag)
-    return message
+    return SETTING.sub(lambda m: ("--loss-" if m[1] == "loss" else "--") + m[2].replace("_", "-"), message)
