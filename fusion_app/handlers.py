@@ -31,6 +31,7 @@ from fusion_app.deadline import Deadline, TimeLimitExceeded, evaluate_seconds, f
 from fusion_app.device import ON_ZERO_GPU, evaluate_on_device, fuse_on_device, on_accelerator
 from fusion_app.figures import attention_figure, expert_figure, gate_figure, loss_figure
 from fusion_app.inputs import (
+    EXAMPLES,
     FuseOptions,
     InputError,
     TrainOptions,
@@ -119,7 +120,8 @@ class AppState:
                  clock: Callable[[], float] = time.monotonic, cache: Path | None = None):
         self.models = models or ModelStore()
         self.work_dir = Path(work_dir or Path(tempfile.gettempdir()) / "dgd-fusion-app")
-        self.sessions = SessionFolders(self.work_dir / "sessions", cache or os.environ.get("GRADIO_TEMP_DIR"))
+        self.sessions = SessionFolders(self.work_dir / "sessions", cache or os.environ.get("GRADIO_TEMP_DIR"),
+                                       EXAMPLES)
         self.clock = clock
         if ON_ZERO_GPU:  # a GPU only inside decorated calls, so train in checkpointed chunks
             self.trainer = Trainer("cuda", chunk_steps=limits.ZERO_GPU_CHUNK_STEPS, accelerate=on_accelerator)

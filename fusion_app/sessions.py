@@ -6,7 +6,9 @@ Uploads: Gradio hands a handler the path of an uploaded file in its cache, a fol
 content holding the file under the name it was uploaded with (a DICOM file is often named after its patient).
 ``SessionFolders.upload`` copies it into the session's folder under a neutral name, removes Gradio's copy and
 its folder, and remembers the path for the session's later events, which send the same path again: no file on
-disk keeps the upload's name, which only the session's memory holds. The app owns Gradio's cache folder (the
+disk keeps the upload's name, which only the session's memory holds. Gradio keeps its copies of the bundled
+examples in its cache too, for every session: a file identical to one of ``examples`` stays where it is. The app
+owns Gradio's cache folder (the
 ``GRADIO_TEMP_DIR`` it sets before gradio is imported), so ``sweep_cache`` may also remove the empty files and
 folders Gradio leaves at its top (an empty temporary file per uploaded file and event; the folders of files
 that ``delete_cache`` removed). No gradio here.
@@ -14,6 +16,7 @@ that ``delete_cache`` removed). No gradio here.
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import os
 import re
@@ -82,11 +85,13 @@ def neutral_name(name: str) -> str:
 
 
 class SessionFolders:
-    """The folders of every session under ``root``; ``cache`` is Gradio's cache, whose uploads are taken in."""
+    """The folders of every session under ``root``; ``cache`` is Gradio's cache, whose uploads are taken in,
+    except its copies of the files under ``examples``."""
 
-    def __init__(self, root: Path, cache: Path | None = None):
+    def __init__(self, root: Path, cache: Path | None = None, examples: Path | None = None):
         self.root = Path(root)
         self.cache = Path(cache) if cache else None
+        self.examples = sorted(p for p in Path(examples).rglob("*") if p.is_file()) if examples else []
         self._uploads: dict[str, dict[str, Upload]] = {}  # session folder -> Gradio's path -> the session's copy
         self._lock = threading.Lock()
 
@@ -113,7 +118,7 @@ class SessionFolders:
             UploadGone: the file is gone and the session holds no copy of it.
         """
         path = Path(path)
-        if not self._in_cache(path):
+        if not self._in_cache(path) or self._is_example(path):
             return Upload(path, path.name)
         key = session_folder_name(session)
         with self._lock:
@@ -167,6 +172,13 @@ class SessionFolders:
 
     def _in_cache(self, path: Path) -> bool:
         return self.cache is not None and path.resolve().is_relative_to(self.cache.resolve())
+
+    def _is_example(self, path: Path) -> bool:
+        """Whether ``path`` holds a bundled example (Gradio's copy of it, which every session's examples use)."""
+        if not path.is_file():
+            return False
+        size = path.stat().st_size
+        return any(e.stat().st_size == size and filecmp.cmp(e, path, shallow=False) for e in self.examples)
 
     def _copy_elsewhere(self, path: str) -> Path | None:
         """Another session's copy of the file Gradio kept at ``path``: Gradio names a file's folder after its

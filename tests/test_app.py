@@ -1017,6 +1017,14 @@ def test_a_zip_upload_leaves_gradios_cache_and_goes_when_the_session_ends(tabs, 
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
+def test_gradios_copies_of_the_bundled_examples_stay_for_every_session(tmp_path):
+    fusion_app = uploading_app(tmp_path)
+    example = gradio_upload(tmp_path / "gradio", EXAMPLES[MEDICAL].a.read_bytes(), EXAMPLES[MEDICAL].a.name)
+    assert fusion_app.upload("mine", str(example)).path == example and example.is_file()
+    fusion_app.end_session("mine")
+    assert fusion_app.upload("theirs", str(example)).path == example
+
+
 def test_one_upload_sent_by_two_sessions_is_copied_for_each(tmp_path):
     fusion_app = uploading_app(tmp_path)
     path = gradio_upload(tmp_path / "gradio", b"pixels", "scan.png")  # one content, one path in Gradio's cache

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradio_client import Client, handle_file
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from fusion_app.inputs import EXAMPLES, FuseOptions
 from fusion_app.models import AUTO, TASKS
@@ -110,14 +112,17 @@ def launch(temp: Path, log: Path, timeout: float = 300) -> Server:
 
 
 def fuse_inputs(temp: Path) -> tuple:
-    """The /fuse endpoint's inputs for the first bundled infrared + visible pair, copied under names of its own
-    into ``temp``, and the Fuse tab's defaults."""
+    """The /fuse endpoint's inputs for the first bundled infrared + visible pair, written into ``temp`` under
+    names of its own and with a text chunk of their own (the app leaves Gradio's copies of the bundled examples
+    in place, so an upload must differ from them), and the Fuse tab's defaults."""
     folder = EXAMPLES / TASKS[TASK].folder
     name = sorted((folder / "ir").iterdir())[0].name
     sources = []
     for side in ("ir", "vi"):
         sources.append(temp / f"{UPLOAD_PREFIX}{side}-{name}")
-        shutil.copyfile(folder / side / name, sources[-1])
+        note = PngInfo()
+        note.add_text("Comment", "an upload of tools/measure_app.py")
+        Image.open(folder / side / name).save(sources[-1], pnginfo=note)
     options = FuseOptions()
     return (handle_file(str(sources[0])), handle_file(str(sources[1])), TASK, AUTO,
             DEFAULT_WINDOW, options.frame_a, DEFAULT_WINDOW, options.frame_b, options.timesteps, options.seed,
