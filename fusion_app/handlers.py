@@ -98,6 +98,8 @@ def user_messages() -> Iterator[None]:
     """Refused inputs, exceeded time limits and any ``ValueError`` of the library as messages in the UI."""
     try:
         yield
+    except gr.Error:  # a message already (gr.Error is a ValueError too)
+        raise
     except (ValueError, CheckpointError, TimeLimitExceeded) as error:
         raise fail(str(error)) from None
 

@@ -6,7 +6,7 @@ Read as ``limits.NAME`` at call time (never copied by ``from ... import``), so a
 from __future__ import annotations
 
 # The largest pair whose fusion, metrics and baselines are estimated to fit FUSE_SECONDS on an idle 2-core CPU
-# (fusion_app.deadline.fuse_seconds); the server then peaks at about 1.6 GB (measured at 2048 x 2048). Larger pairs
+# (fusion_app.deadline.fuse_seconds); a whole Fuse request of one peaks the server at 1.5 GB (RSS). Larger pairs
 # are refused from their header, before they are decoded.
 MAX_PIXELS = 2000 * 2000
 # One minimum for everything the app does on a pair, checked before any work: the largest window of the metrics,
