@@ -112,7 +112,7 @@ class SessionFolders:
     def upload(self, session: str, path: str | Path) -> Upload:
         """The session's copy of the file Gradio gave a handler at ``path``. A file in Gradio's cache is copied
         into the session's folder under a neutral name the first time, and Gradio's copy and its folder go; a
-        file elsewhere (a bundled example) is used where it is.
+        file elsewhere, or Gradio's copy of a bundled example, is used where it is.
 
         Raises:
             UploadGone: the file is gone and the session holds no copy of it.
