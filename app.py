@@ -5,7 +5,9 @@ that adapt them to the ``fusion_core`` public API (``handlers``), and, without g
 the checks of the inputs, the reports and the sessions' output folders. Here each tab's events are wired: the
 CPU-heavy ones share one concurrency group and one bounded queue, each within a time limit, and a ``gr.Timer``
 follows a training run. ``build_demo`` puts the tabs together, with the queue and the removal of a session's
-outputs when it ends; ``main`` launches. Pipelines load lazily, once per checkpoint
+outputs and uploads when it ends (and on a timer for sessions that end without saying so); ``main`` launches.
+Gradio's cache is a folder of the app's own (``GRADIO_TEMP_DIR``, set before gradio is imported), so the app may
+sweep what Gradio leaves in it. Pipelines load lazily, once per checkpoint
 (``fusion_app.models.ModelStore``), so ``import app`` stays cheap and nothing is fetched from the network at start.
 
 Paper: Di, Huo, Wang, Liu, Lian, J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
@@ -14,8 +16,13 @@ Paper: Di, Huo, Wang, Liu, Lian, J. Harbin Inst. Technol. 2026, DOI 10.11918/202
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio is imported: no usage pings
+# Gradio's cache in a folder of the app's own, read by gradio when it builds the components: uploads arrive there
+# and leave it for their session's folder (fusion_app.sessions); a folder set by whoever runs the app is kept.
+os.environ.setdefault("GRADIO_TEMP_DIR", str(Path(tempfile.gettempdir()) / "dgd-fusion-app" / "gradio"))
 
 from dataclasses import replace
 from functools import partial
@@ -27,7 +34,7 @@ from fusion_app.archive import MAX_ZIP_BYTES
 from fusion_app.handlers import FusionApp
 from fusion_app.inputs import EXAMPLES, FuseOptions, TrainOptions
 from fusion_app.texts import DESCRIPTION, NO_ABLATION
-from fusion_app.views import CSS, THEME, EvaluateView, FuseView, TrainView, build_tabs
+from fusion_app.views import CSS, THEME, EvaluateView, FuseView, SourceColumn, TrainView, build_tabs
 
 # Fusing, evaluating and starting a run share one queue slot, so two of them never fight over a small machine's
 # cores; a started run trains in the trainer's thread, which leaves half the cores to fusion (Trainer).
@@ -39,6 +46,21 @@ LAUNCH_OPTIONS = {"theme": THEME, "css": CSS, "allowed_paths": [str(EXAMPLES)],
                   "max_file_size": MAX_ZIP_BYTES}  # per uploaded file, as much as a zip may unpack to
 
 
+def wire_source(app: FusionApp, column: SourceColumn) -> None:
+    """A source's preview, on a new upload and when its DICOM window or frame changes."""
+
+    def source_changed(request: gr.Request, path):
+        return app.source_changed(column, request.session_hash, path)
+
+    def preview(request: gr.Request, path, window, frame):
+        return app.preview(column, request.session_hash, path, window, frame)
+
+    column.file.change(source_changed, column.file, [column.window, column.frame, *column.shown()],
+                       api_visibility="private")
+    for option in (column.window, column.frame):
+        option.input(preview, [column.file, column.window, column.frame], column.shown(), api_visibility="private")
+
+
 def wire_fuse_tab(app: FusionApp, view: FuseView) -> None:
     """Task and checkpoint notes, previews of the uploads, and the fusion (in the CPU-heavy group)."""
     view.task.change(partial(app.task_changed, view), [view.task, view.checkpoint],
@@ -46,11 +68,7 @@ def wire_fuse_tab(app: FusionApp, view: FuseView) -> None:
     view.checkpoint.change(app.model_note, [view.task, view.checkpoint], view.model_note, api_visibility="private",
                            **LIGHT)
     for column in (view.source_a, view.source_b):
-        column.file.change(partial(app.source_changed, column), column.file,
-                           [column.window, column.frame, *column.shown()], api_visibility="private")
-        for option in (column.window, column.frame):
-            option.input(partial(app.preview, column), [column.file, column.window, column.frame], column.shown(),
-                         api_visibility="private")
+        wire_source(app, column)
 
     def fuse(request: gr.Request, path_a, path_b, task, choice, *options):  # the inputs' values by position
         options = FuseOptions(**dict(zip(view.options, options, strict=True)))
@@ -79,12 +97,12 @@ def wire_evaluate_tab(app: FusionApp, view: EvaluateView) -> None:
 def wire_train_tab(app: FusionApp, view: TrainView) -> None:
     """Start (in the CPU-heavy group), the timer's ticks while a run is followed, and stop."""
 
-    def start(zip_path, task, origin, *values):  # gradio passes the inputs' values by position, the ablation last
+    def start(request: gr.Request, zip_path, task, origin, *values):  # by position, the ablation last
         *values, ablation = values
         options = TrainOptions(**dict(zip(view.options, values, strict=True)))
         if ablation and ablation != NO_ABLATION:  # a research variant replaces the size
             options = replace(options, preset=ablation)
-        return app.start_training(view, zip_path, task, origin, options)
+        return app.start_training(view, request.session_hash, zip_path, task, origin, options)
 
     view.start_button.click(start, [view.pairs.zip, view.pairs.task, view.pairs.checkpoint, *view.options.values(),
                                     view.ablation], view.outputs(), api_name="train", **CPU_HEAVY)
@@ -95,7 +113,8 @@ def wire_train_tab(app: FusionApp, view: TrainView) -> None:
 
 def build_demo(app: FusionApp | None = None) -> gr.Blocks:
     """The whole interface: Fuse, Evaluate, Train and About tabs over one ``FusionApp``; layout, then wiring,
-    then the queue; a session's outputs go when it ends."""
+    then the queue; a session's outputs and uploads go when it ends, and every ``SWEEP_SECONDS`` those of the
+    sessions idle for ``KEEP_OUTPUTS_SECONDS``, with the empty leftovers of Gradio's cache."""
     app = app or FusionApp()
     with gr.Blocks(title="DGD-Fusion", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(DESCRIPTION)
@@ -108,6 +127,7 @@ def build_demo(app: FusionApp | None = None) -> gr.Blocks:
             app.end_session(request.session_hash)
 
         demo.unload(end_session)
+    app.sessions.sweep_every(limits.SWEEP_SECONDS)
     return demo.queue(max_size=limits.QUEUE_SIZE)
 
 

@@ -1,14 +1,19 @@
 """The handlers of the UI: each turns UI values into calls of the ``fusion_core`` public API and its results back
-into UI values, and every refused input into a message a person can act on (``gr.Error``), never a traceback.
+into UI values, and every refused input into a message a person can act on (``gr.Error``), never a traceback:
+any ``ValueError`` of the library during a request is shown with its message. Every message is escaped, since
+Gradio renders a message as HTML and a message may quote a file or zip entry name. An upload is taken into its
+session's folder under a neutral name before it is read (``SessionFolders.upload``).
 
 Handlers that write several components take the view of their tab (or column) first and return
 ``{component: value}``; components they leave out keep their value. One class per tab (``FuseHandlers``,
 ``EvaluateHandlers``, ``TrainHandlers``) over the state they share (``AppState``: the model store, the trainer,
-the sessions' output folders, the clock of the time limits); ``FusionApp`` is all of them. Imports gradio.
+the sessions' folders, the clock of the time limits); ``FusionApp`` is all of them. Imports gradio.
 """
 
 from __future__ import annotations
 
+import html
+import os
 import shutil
 import tempfile
 import time
@@ -23,13 +28,15 @@ import torch
 
 from fusion_app import limits
 from fusion_app.archive import external_methods, zip_checkpoint
-from fusion_app.deadline import Deadline, TimeLimitExceeded
+from fusion_app.deadline import Deadline, TimeLimitExceeded, evaluate_seconds, fuse_seconds
 from fusion_app.device import ON_ZERO_GPU, evaluate_on_device, fuse_on_device, on_accelerator
 from fusion_app.figures import attention_figure, expert_figure, gate_figure, loss_figure, weight_figure
 from fusion_app.inputs import (
+    EXAMPLES,
     FuseOptions,
     InputError,
     TrainOptions,
+    check_method_names,
     check_pairs,
     check_training_pixels,
     load_pair,
@@ -58,12 +65,13 @@ from fusion_app.reports import (
     network_table,
     noise_like,
     notes_markdown,
+    plain,
     training_progress,
     training_status,
     weight_note,
     write_downloads,
 )
-from fusion_app.sessions import SessionFolders
+from fusion_app.sessions import SessionFolders, Upload
 from fusion_app.texts import DEFAULT_WINDOW, FROM_SCRATCH, WINDOWS
 from fusion_app.training import Trainer, TrainingJob, training_card
 from fusion_app.views import EvaluateView, FuseView, MapsView, SourceColumn, TrainView
@@ -83,18 +91,25 @@ from fusion_core import (
 )
 
 
+def escaped(message: str) -> str:
+    """A message as HTML text: Gradio renders the HTML of its messages (sanitized, but an ``<img>`` or a styled
+    link still shows), and a message may quote a file or zip entry name. Quotes stay quotes."""
+    return html.escape(message, quote=False)
+
+
 def fail(message: str) -> gr.Error:
-    """A red message in the UI, as plain text: Gradio sanitizes the HTML of its messages itself (file names are
-    user data), so escaping here too showed entities such as ``&#x27;`` instead of quotes."""
-    return gr.Error(message, print_exception=False)
+    """A red message in the UI, as plain text."""
+    return gr.Error(escaped(message), print_exception=False)
 
 
 @contextmanager
 def user_messages() -> Iterator[None]:
-    """Refused inputs and exceeded time limits as messages in the UI."""
+    """Refused inputs, exceeded time limits and any ``ValueError`` of the library as messages in the UI."""
     try:
         yield
-    except (InputError, TimeLimitExceeded) as error:
+    except gr.Error:  # a message already (gr.Error is a ValueError too)
+        raise
+    except (ValueError, CheckpointError, TimeLimitExceeded) as error:
         raise fail(str(error)) from None
 
 
@@ -122,14 +137,16 @@ class FollowedRun:
 
 class AppState:
     """What the handlers share: one model store, one trainer, one folder for outputs (``work_dir``), in which a
-    request writes its files into a folder of its own in its session's folder (``SessionFolders``). ``clock``
-    times the requests' limits."""
+    request writes its files into a folder of its own in its session's folder (``SessionFolders``), where the
+    session's uploads are taken from Gradio's ``cache`` (by default the ``GRADIO_TEMP_DIR`` that app.py sets).
+    ``clock`` times the requests' limits."""
 
     def __init__(self, models: ModelStore | None = None, work_dir: Path | None = None, poll_seconds: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, cache: Path | None = None):
         self.models = models or ModelStore()
         self.work_dir = Path(work_dir or Path(tempfile.gettempdir()) / "dgd-fusion-app")
-        self.sessions = SessionFolders(self.work_dir / "sessions")
+        self.sessions = SessionFolders(self.work_dir / "sessions", cache or os.environ.get("GRADIO_TEMP_DIR"),
+                                       EXAMPLES)
         self.clock = clock
         if ON_ZERO_GPU:  # a GPU only inside decorated calls, so train in checkpointed chunks
             self.trainer = Trainer("cuda", chunk_steps=limits.ZERO_GPU_CHUNK_STEPS, accelerate=on_accelerator)
@@ -143,8 +160,18 @@ class AppState:
         return self.sessions.request_dir(session, kind)
 
     def end_session(self, session: str) -> None:
-        """A session ended (its tab closed): its outputs go."""
+        """A session ended (its tab closed): its outputs and uploads go."""
         self.sessions.end(session)
+
+    def upload(self, session: str, path: str | None) -> Upload | None:
+        """The session's copy of an upload Gradio gave a handler (``SessionFolders.upload``); None for none."""
+        return self.sessions.upload(session, path) if path else None
+
+    def slowdown(self) -> float:
+        """How much slower a request runs than on an idle machine: a training run leaves it half the cores, and
+        other work on the machine (the last minute's load average per core) slows it too."""
+        busy = os.getloadavg()[0] / (os.cpu_count() or 1)
+        return max(1.0, busy, self.trainer.cores / self.trainer.fusion_threads())
 
     def resolve(self, task: str, choice: str) -> str:
         """The checkpoint a menu choice names for a task."""
@@ -169,25 +196,28 @@ class FuseHandlers(AppState):
                 view.source_b.file: gr.File(label=f"Source B: {spec.b}"),
                 view.model_note: self.model_note(task, choice)}
 
-    def preview(self, column: SourceColumn, path: str | None, window: str, frame: float | None) -> dict:
+    def preview(self, column: SourceColumn, session: str, path: str | None, window: str, frame: float | None
+                ) -> dict:
         """Preview of an upload, its description, the DICOM window shown only for DICOM files and the frame only
         for files of several frames."""
         if not path:
             return {column.preview: None, column.info: "", column.dicom: gr.Group(visible=False),
                     column.frames: gr.Group(visible=False)}
         try:
-            image = read_image(path, frame=int(frame or 0), window=WINDOWS.get(window), max_pixels=limits.MAX_PIXELS)
-        except ImageLoadError as error:
-            gr.Warning(f"{Path(path).name}: {error}")
-            return {column.preview: None, column.info: f"⚠️ {error}"}
+            upload = self.upload(session, path)
+            image = read_image(upload.path, frame=int(frame or 0), window=WINDOWS.get(window),
+                               max_pixels=limits.MAX_PIXELS)
+        except (ImageLoadError, ValueError) as error:
+            gr.Warning(escaped(f"{Path(path).name}: {error}"))
+            return {column.preview: None, column.info: f"⚠️ {plain(str(error))}"}
         return {column.preview: to_uint8(image.pixels), column.info: describe_source(image),
                 column.dicom: gr.Group(visible=image.dicom is not None),
                 column.frames: gr.Group(visible=image.frames > 1)}
 
-    def source_changed(self, column: SourceColumn, path: str | None) -> dict:
+    def source_changed(self, column: SourceColumn, session: str, path: str | None) -> dict:
         """A new upload: its DICOM window and frame back to their defaults, then the preview."""
         return {column.window: gr.update(value=DEFAULT_WINDOW), column.frame: gr.update(value=0),
-                **self.preview(column, path, DEFAULT_WINDOW, 0)}
+                **self.preview(column, session, path, DEFAULT_WINDOW, 0)}
 
     def fuse(self, view: FuseView, session: str, path_a: str | None, path_b: str | None, task: str, choice: str,
              options: FuseOptions) -> Iterator[dict]:
@@ -201,20 +231,24 @@ class FuseHandlers(AppState):
     def _fuse(self, view: FuseView, session: str, path_a: str | None, path_b: str | None, task: str, choice: str,
               options: FuseOptions, deadline: Deadline) -> Iterator[dict]:
         spec = TASKS[task]
-        image_a = read_source(path_a, f"source A ({spec.a})", options.window_a, options.frame_a)
-        image_b = read_source(path_b, f"source B ({spec.b})", options.window_b, options.frame_b)
+        upload_a, upload_b = self.upload(session, path_a), self.upload(session, path_b)
+        image_a = read_source(upload_a and upload_a.path, f"source A ({spec.a})", options.window_a, options.frame_a)
+        image_b = read_source(upload_b and upload_b.path, f"source B ({spec.b})", options.window_b, options.frame_b)
         pair = load_pair(image_a, image_b, spec, options.resample, options.align)
         name = self.resolve(task, choice)
         deadline.check("before the network's fusion")
+        height, width = pair.a.pixels.shape[:2]
+        deadline.refuse_beyond(fuse_seconds(height * width, self.models.device == "cpu", self.slowdown()),
+                               f"Fusing and scoring this {width} x {height} pair")
         began = time.perf_counter()
-        pipeline, result = self._fuse_pair(name, pair, options)
+        pipeline, result = self._fuse_pair(name, pair, options, deadline)
         notes = [f"A: {w}" for w in image_a.warnings] + [f"B: {w}" for w in image_b.warnings] + list(pair.warnings)
         is_dicom = image_a.dicom is not None or image_b.dicom is not None
         a8, b8 = to_uint8(pair.a.pixels), to_uint8(pair.b.pixels)
         shown = {
             view.fused: result.fused, view.slider_a: (a8, result.fused), view.slider_b: (b8, result.fused),
             view.downloads: write_downloads(result, pair.b.pixels, self.request_dir(session, "fused"),
-                                            download_stem(path_a, is_dicom), is_dicom),
+                                            download_stem(upload_a.name, is_dicom), is_dicom),
             view.notes: notes_markdown(name, str(pipeline.device), time.perf_counter() - began, result, notes),
             view.dicom_info: dicom_markdown({f"A ({spec.a})": image_a, f"B ({spec.b})": image_b}),
         }
@@ -265,16 +299,14 @@ class FuseHandlers(AppState):
             raise fail(str(error)) from None
         return result.intermediates or Intermediates()
 
-    def _fuse_pair(self, name: str, pair: LoadedPair, options: FuseOptions) -> tuple[FusionPipeline, FusionResult]:
-        """The network's fusion of a checked pair, with its intermediates; library errors as UI messages."""
+    def _fuse_pair(self, name: str, pair: LoadedPair, options: FuseOptions, deadline: Deadline
+                   ) -> tuple[FusionPipeline, FusionResult]:
+        """The network's fusion of a checked pair, with its intermediates, the deadline checked between tiles."""
         torch.set_num_threads(self.trainer.fusion_threads())
-        try:
-            seed = check_seed(int(options.seed or 0))
-            pipeline = self.models.get(name)
-            return pipeline, fuse_on_device(pipeline, pair.a.pixels, pair.b.pixels,
-                                            parse_timesteps(options.timesteps), seed)
-        except (ValueError, CheckpointError) as error:
-            raise fail(str(error)) from None
+        seed = check_seed(int(options.seed or 0))
+        pipeline = self.models.get(name)
+        return pipeline, fuse_on_device(pipeline, pair.a.pixels, pair.b.pixels, parse_timesteps(options.timesteps),
+                                        seed, deadline.tile_check("the network's fusion"))
 
 
 class EvaluateHandlers(AppState):
@@ -290,8 +322,8 @@ class EvaluateHandlers(AppState):
                                   "evaluate` on your own machine", self.clock)
         try:  # a refused or stopped request leaves nothing behind
             with user_messages():
-                name, pairs, data, external, result = self._evaluate(out_dir, zip_path, task, choice, convention,
-                                                                     progress, deadline)
+                name, pairs, data, external, result = self._evaluate(out_dir, self.upload(session, zip_path), task,
+                                                                     choice, convention, progress, deadline)
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
@@ -305,14 +337,18 @@ class EvaluateHandlers(AppState):
             view.files: [str(result.files["per_image_csv"]), str(result.files["means_csv"])],
         }
 
-    def _evaluate(self, out_dir: Path, zip_path: str | None, task: str, choice: str, convention: str, progress,
+    def _evaluate(self, out_dir: Path, upload: Upload | None, task: str, choice: str, convention: str, progress,
                   deadline: Deadline):
-        """The pairs checked within the app's bounds from their headers before any fusion, then evaluated into
-        ``out_dir`` (the one decoding of each pair), the deadline checked after each fused image."""
-        root, data = pairs_root(zip_path, task, out_dir / "pairs")
+        """The pairs checked within the app's bounds from their headers before any fusion, the work estimated
+        from their pixels, then evaluated into ``out_dir`` (the one decoding of each pair), the deadline checked
+        after each fused image."""
+        root, data = pairs_root(upload, task, out_dir / "pairs")
         pairs = usable_pairs(root, out_dir / "pairs")
-        check_pairs(pairs, root, source_name(zip_path, task), "evaluate", limits.MAX_EVALUATE_PAIRS)
-        external = external_methods(root)
+        pixels = check_pairs(pairs, root, source_name(upload, task), "evaluate", limits.MAX_EVALUATE_PAIRS)
+        external = check_method_names(external_methods(root))
+        deadline.refuse_beyond(evaluate_seconds(pixels, len(pairs), len(external), self.models.device == "cpu",
+                                                self.slowdown()),
+                               f"Evaluating {len(pairs)} pairs of {pixels / 1e6:.1f} megapixels per source in all")
         name = self.resolve(task, choice)
         torch.set_num_threads(self.trainer.fusion_threads())
 
@@ -331,7 +367,7 @@ class EvaluateHandlers(AppState):
 class TrainHandlers(AppState):
     """The Train tab: start a run, follow it with the timer, stop it."""
 
-    def start_training(self, view: TrainView, zip_path: str | None, task: str, start: str,
+    def start_training(self, view: TrainView, session: str, zip_path: str | None, task: str, start: str,
                        options: TrainOptions) -> dict:
         """Start a run in the background; the Train tab's timer then follows it (``training_progress``)."""
         if self.trainer.busy:
@@ -343,8 +379,9 @@ class TrainHandlers(AppState):
         run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.work_dir / "training"))
         try:  # a refused run leaves nothing behind; a started one keeps its checkpoint, selectable by every session
             with user_messages():
-                dataset, data, pipeline, configs = self._training_inputs(run_dir / "pairs", zip_path, task, start,
-                                                                         options)
+                dataset, data, pipeline, configs = self._training_inputs(run_dir / "pairs",
+                                                                         self.upload(session, zip_path), task,
+                                                                         start, options)
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
@@ -361,13 +398,13 @@ class TrainHandlers(AppState):
                 view.preview: None, view.checkpoint_file: None, view.timer: gr.Timer(active=True),
                 view.followed: FollowedRun(name)}
 
-    def _training_inputs(self, pairs_dir: Path, zip_path: str | None, task: str, start: str, options: TrainOptions
+    def _training_inputs(self, pairs_dir: Path, upload: Upload | None, task: str, start: str, options: TrainOptions
                          ) -> tuple[PairDataset, str, FusionPipeline, list[TrainConfig]]:
         """The pairs, checked within the Train tab's bounds from their headers, then read into memory once (their
         unpacked files then go), their description, the pipeline to train and the configuration of each stage."""
-        root, data = pairs_root(zip_path, task, pairs_dir)
+        root, data = pairs_root(upload, task, pairs_dir)
         try:
-            pairs, source = usable_pairs(root, pairs_dir), source_name(zip_path, task)
+            pairs, source = usable_pairs(root, pairs_dir), source_name(upload, task)
             check_training_pixels(check_pairs(pairs, root, source, "train", limits.MAX_TRAIN_PAIRS), source)
             try:
                 dataset = PairDataset(pairs)  # the one decoding of each pair

@@ -9,12 +9,14 @@ and the pairs of a zip are checked from their headers (``image_size``) before th
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from fusion_app import limits
 from fusion_app.archive import unpack_zip
 from fusion_app.models import TASKS, Task
+from fusion_app.sessions import Upload
 from fusion_app.texts import DEFAULT_WINDOW, WINDOWS
 from fusion_core import (
     ImageLoadError,
@@ -134,20 +136,30 @@ def load_pair(image_a: LoadedImage, image_b: LoadedImage, task: Task, resample: 
 # ------------------------------------------------------------------------------------------------ pairs of a zip
 
 
-def pairs_root(zip_path: str | None, task: str, dest: Path) -> tuple[Path, str]:
+def pairs_root(upload: Upload | None, task: str, dest: Path) -> tuple[Path, str]:
     """The folder of pairs to use (the unpacked zip, else the task's bundled examples) and its description."""
-    if not zip_path:
+    if upload is None:
         return EXAMPLES / TASKS[task].folder, f"the bundled {task} examples"
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        return unpack_zip(zip_path, dest), f"the uploaded zip ({Path(zip_path).name})"
+        return unpack_zip(str(upload.path), dest), f"the uploaded zip ({upload.name})"
     except ValueError as error:
         raise InputError(f"The zip was refused: {error}.") from None
 
 
-def source_name(zip_path: str | None, task: str) -> str:
+def source_name(upload: Upload | None, task: str) -> str:
     """The pairs' source as messages name it: the zip's file name, or the task's bundled examples."""
-    return Path(zip_path).name if zip_path else f"The bundled {task} example set"
+    return upload.name if upload is not None else f"The bundled {task} example set"
+
+
+def check_method_names(external: dict[str, Path]) -> dict[str, Path]:
+    """The zip's other methods, each named by its folder in ``fused/``: a name is shown in the tables and written
+    into the result files, so it may hold only letters, digits, spaces and ``. _ + -``."""
+    for name in external:
+        if not re.fullmatch(r"[\w .+-]{1,64}", name):
+            raise InputError(f"The folder fused/{name!r} of the zip names a method; a method's name may hold only "
+                             "letters, digits, spaces and . _ + - (at most 64). Rename the folder.")
+    return external
 
 
 def usable_pairs(root: Path, hide: Path) -> list:

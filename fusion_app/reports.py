@@ -35,6 +35,12 @@ NETWORK = "DGD-Fusion"  # the network's name as a method in every table
 CONVENTION = "standard"  # the Fuse tab's metric convention (the Evaluate tab offers both)
 
 
+def plain(text: str) -> str:
+    """Text from an upload (a file name, a DICOM attribute, a reader's warning) as Markdown that shows it as it
+    is: HTML escaped, and the Markdown characters that would format or link it backslash-escaped."""
+    return re.sub(r"([\\`*_\[\]|~!])", r"\\\1", html.escape(text, quote=False))
+
+
 def describe_source(image: LoadedImage) -> str:
     """e.g. '640 × 480 px · 8-bit · gray · 3 frames', or the DICOM modality, frame and window."""
     height, width = image.pixels.shape[:2]
@@ -42,7 +48,7 @@ def describe_source(image: LoadedImage) -> str:
     if image.dicom is None:
         frames = f" · {image.frames} frames" if image.frames > 1 else ""
         return f"{width} × {height} px · {image.bit_depth}-bit · {colour}{frames}"
-    facts = image.dicom.as_dict()
+    facts = {key: plain(str(value)) for key, value in image.dicom.as_dict().items()}
     return f"DICOM {facts['modality']} · {width} × {height} px · frame {facts['frame']} · window {facts['window']}"
 
 
@@ -107,7 +113,8 @@ def download_stem(path_a: str, dicom: bool) -> str:
 
 def dicom_markdown(images: dict[str, LoadedImage]) -> str:
     """The de-identified summaries of the DICOM inputs as one table ('' when there is none)."""
-    summaries = {label: image.dicom.as_dict() for label, image in images.items() if image.dicom is not None}
+    summaries = {label: {key: plain(str(value)) for key, value in image.dicom.as_dict().items()}
+                 for label, image in images.items() if image.dicom is not None}
     if not summaries:
         return ""
     keys = list(next(iter(summaries.values())))
@@ -122,7 +129,7 @@ def notes_markdown(name: str, device: str, seconds: float, result: FusionResult,
     steps = ", ".join(str(t) for t in result.timesteps)
     text = f"Fused in **{seconds:.2f} s** on {device} by **{name}** (feature timesteps {steps})."
     warnings = [*notes, *result.warnings]
-    return text + "".join(f"\n- ⚠️ {w}" for w in warnings)
+    return text + "".join(f"\n- ⚠️ {plain(w)}" for w in warnings)
 
 
 # ------------------------------------------------------------------------------------------------ an evaluation
@@ -132,9 +139,9 @@ def evaluation_summary(pairs: int, data: str, name: str, external: dict[str, Pat
     """One line: how many pairs from where, by which checkpoint, beside which other methods."""
     random = " ⚠️ The network ran with **random weights**: its scores say nothing about the method." \
         if name == RANDOM else ""
-    others = f", four baselines and the zip's fused images of **{', '.join(external)}**" if external \
+    others = f", four baselines and the zip's fused images of **{plain(', '.join(external))}**" if external \
         else " and four baselines"
-    return f"Evaluated **{pairs} pairs** from {data} with **{name}**{others}.{random}"
+    return f"Evaluated **{pairs} pairs** from {plain(data)} with **{name}**{others}.{random}"
 
 
 def evaluation_means(result: EvaluationResult) -> str:

@@ -7,6 +7,7 @@ check the plumbing and the messages, not fusion quality. Never reads outside the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import socket
@@ -25,7 +26,7 @@ from gradio_client.utils import Status
 from PIL import Image
 
 import app
-from fusion_app import inputs, limits
+from fusion_app import handlers, inputs, limits
 from fusion_app.archive import MAX_ZIP_BYTES, unpack_zip
 from fusion_app.handlers import FusionApp, fail
 from fusion_app.inputs import EXAMPLES as EXAMPLES_DIR
@@ -65,6 +66,7 @@ from fusion_core import (
     read_image,
     write_dicom_secondary_capture,
 )
+from fusion_core.metrics import VIF_MIN_SIDE
 
 EXAMPLES = {task: find_pairs(EXAMPLES_DIR / spec.folder)[0] for task, spec in TASKS.items()}
 MEDICAL = "MRI + CT"
@@ -111,7 +113,7 @@ def evaluate(fusion_app: FusionApp, tabs: Tabs, zip_path, task: str = MEDICAL, c
 def train(fusion_app: FusionApp, tabs: Tabs, start: str = FROM_SCRATCH, **options) -> dict:
     """Start a run from the bundled MRI + CT examples, in the tiny preset unless told otherwise."""
     options = {"preset": "tiny", **options}
-    return fusion_app.start_training(tabs.train, None, MEDICAL, start, TrainOptions(**options))
+    return fusion_app.start_training(tabs.train, SESSION, None, MEDICAL, start, TrainOptions(**options))
 
 
 def follow(fusion_app: FusionApp, tabs: Tabs, started: dict) -> dict:
@@ -220,22 +222,38 @@ def test_the_outputs_of_a_session_idle_for_an_hour_are_pruned(tmp_path):
 
 
 
-def test_the_app_leaves_gradios_cache_to_gradio(tmp_path, monkeypatch):
-    # Gradio's cache is swept by Gradio (``delete_cache``); the app reads and cleans only its own folders
+def test_the_app_owns_gradios_cache_and_sweeps_only_its_empty_leftovers(tmp_path):
+    assert Path(os.environ["GRADIO_TEMP_DIR"]).parent.name == "dgd-fusion-app"  # set by app.py before gradio
+    cache = tmp_path / "gradio"
+    (cache / "full").mkdir(parents=True)
+    (cache / "empty").mkdir()
+    (cache / "tmpleft").touch()
+    (cache / "full" / "kept.png").write_bytes(b"data")
+    (cache / "tmpdata").write_bytes(b"data")
+    long_ago = time.time() - limits.CACHE_LEFTOVER_SECONDS - 60
+    for path in (cache / "full", cache / "empty", cache / "tmpleft", cache / "tmpdata"):
+        os.utime(path, (long_ago, long_ago))
+    (cache / "tmpnew").touch()  # perhaps being written
+    fusion_app = FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work", cache=cache)
+    fusion_app.sessions.sweep()
+    assert sorted(p.name for p in cache.iterdir()) == ["full", "tmpdata", "tmpnew"]
+
+
+def test_a_timer_sweeps_for_the_sessions_that_never_end(tmp_path):
     cache = tmp_path / "gradio"
     cache.mkdir()
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
-    long_ago = time.time() - 24 * 3600
-    left = cache / "tmpleft"
-    left.touch()
-    os.utime(left, (long_ago, long_ago))
-    fusion_app = FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work")
-    fusion_app.request_dir("mine", "fused")
-    fusion_app.end_session("mine")
-    assert left.exists()
-    sources = [Path(app.__file__), *Path(app.__file__).parent.joinpath("fusion_app").glob("*.py")]
-    for private in ("get_upload_folder", "GRADIO_TEMP_DIR", "gradio.utils"):
-        assert [p.name for p in sources if private in p.read_text(encoding="utf-8")] == [], private
+    fusion_app = FusionApp(ModelStore(tmp_path, fallback_preset="tiny"), tmp_path / "work", cache=cache)
+    idle = fusion_app.request_dir("idle", "fused")
+    long_ago = time.time() - limits.KEEP_OUTPUTS_SECONDS - 60
+    os.utime(idle.parent.parent, (long_ago, long_ago))
+    (cache / "tmpleft").touch()
+    os.utime(cache / "tmpleft", (long_ago, long_ago))
+    assert fusion_app.sessions.sweep_every(0.05).daemon
+    for _ in range(100):
+        if not idle.parent.parent.exists() and not (cache / "tmpleft").exists():
+            break
+        time.sleep(0.05)
+    assert not idle.parent.parent.exists() and not (cache / "tmpleft").exists()
 
 
 @pytest.mark.slow
@@ -275,7 +293,7 @@ def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tabs, tmp_path):
         paths.append(tmp_path / f"Doe_Jane_{modality}.dcm")  # named after a patient, as DICOM files often are
         write_dicom_secondary_capture(paths[-1], read_image(source).pixels, modality_hint=modality)
     column = tabs.fuse.source_a
-    shown = fusion_app.preview(column, str(paths[0]), DEFAULT_WINDOW, 0)
+    shown = fusion_app.preview(column, SESSION, str(paths[0]), DEFAULT_WINDOW, 0)
     assert shown[column.preview].shape == (256, 256) and shown[column.info].startswith("DICOM MR")
     assert shown[column.dicom].visible and not shown[column.frames].visible  # one frame: nothing to choose
     out = fuse(fusion_app, tabs, *paths, window_b="bone (W 2000, L 500)")
@@ -288,11 +306,11 @@ def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tabs, tmp_path):
 
 def test_a_new_upload_resets_its_dicom_options_and_shows_its_preview(fusion_app, tabs):
     column = tabs.fuse.source_b
-    shown = fusion_app.source_changed(column, str(EXAMPLES[MEDICAL].b))
+    shown = fusion_app.source_changed(column, SESSION, str(EXAMPLES[MEDICAL].b))
     assert shown[column.window]["value"] == DEFAULT_WINDOW and shown[column.frame]["value"] == 0
     assert shown[column.preview].shape == (256, 256) and not shown[column.dicom].visible
     assert not shown[column.frames].visible
-    cleared = fusion_app.source_changed(column, None)
+    cleared = fusion_app.source_changed(column, SESSION, None)
     assert cleared[column.preview] is None and cleared[column.info] == ""
 
 
@@ -305,10 +323,10 @@ def multi_page_tiff(source: Path, path: Path) -> Path:
 
 def test_a_multi_page_tiff_shows_its_frame_choice_and_the_frame_read(fusion_app, tabs, tmp_path):
     column, tiff = tabs.fuse.source_a, multi_page_tiff(EXAMPLES[MEDICAL].a, tmp_path / "a.tif")
-    shown = fusion_app.source_changed(column, str(tiff))
+    shown = fusion_app.source_changed(column, SESSION, str(tiff))
     assert shown[column.frames].visible and not shown[column.dicom].visible
     assert shown[column.info] == "256 × 256 px · 8-bit · gray · 2 frames"
-    second = fusion_app.preview(column, str(tiff), DEFAULT_WINDOW, 1)[column.preview]
+    second = fusion_app.preview(column, SESSION, str(tiff), DEFAULT_WINDOW, 1)[column.preview]
     np.testing.assert_array_equal(second, 255 - shown[column.preview])
 
 
@@ -344,10 +362,10 @@ def test_bad_preview_warns_and_keeps_working(fusion_app, tabs, tmp_path):
     column = tabs.fuse.source_a
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.warns(UserWarning, match="not a recognised image"):
-        shown = fusion_app.preview(column, str(tmp_path / "notes.txt"), DEFAULT_WINDOW, 0)
+        shown = fusion_app.preview(column, SESSION, str(tmp_path / "notes.txt"), DEFAULT_WINDOW, 0)
     assert shown[column.preview] is None and "not a recognised image" in shown[column.info]
     assert column.dicom not in shown  # the DICOM options stay as they were
-    shown = fusion_app.preview(column, str(EXAMPLES[MEDICAL].a), DEFAULT_WINDOW, 0)
+    shown = fusion_app.preview(column, SESSION, str(EXAMPLES[MEDICAL].a), DEFAULT_WINDOW, 0)
     assert shown[column.preview].shape == (256, 256)
 
 
@@ -672,13 +690,13 @@ def test_api_trains_an_ablation_variant_in_place_of_the_size(client):
     assert "`GCFS+GLSA` preset" in card
 
 
-def test_messages_are_plain_text_for_gradio_to_sanitize():
-    assert fail("got 'five' <b>").message == "got 'five' <b>"  # escaped once, by gradio, not twice
+def test_messages_are_escaped_since_gradio_renders_them_as_html():
+    assert fail("got 'five' <b> & more").message == "got 'five' &lt;b&gt; &amp; more"  # quotes stay quotes
 
 
 def test_too_small_and_too_large_images_are_refused_before_fusion(fusion_app, tabs, tmp_path, monkeypatch):
     Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "tiny.png")
-    with pytest.raises(gr.Error, match=r"source A \(MRI\) is 2 x 2 pixels; .* at least 7 x 7 pixels"):
+    with pytest.raises(gr.Error, match=r"source A \(MRI\) is 2 x 2 pixels; .* at least 17 x 17 pixels"):
         fuse(fusion_app, tabs, tmp_path / "tiny.png", tmp_path / "tiny.png")
     monkeypatch.setattr(limits, "MAX_PIXELS", 100 * 100)
     with pytest.raises(gr.Error, match=r"is 256 x 256 pixels; the app fuses at most 10,000 .*python -m fusion_core"):
@@ -720,7 +738,7 @@ def test_evaluation_names_the_bad_file_of_a_zip(refusing_app, tabs, tmp_path):
     Image.fromarray(np.zeros((2, 2), np.uint8)).save(tiny)
     entries = {"MRI/a.png": tiny.read_bytes(), "CT/a.png": tiny.read_bytes()}
     message = refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "small.zip", entries))
-    assert message.startswith("MRI/a.png is 2 x 2 pixels") and "at least 7 x 7" in message
+    assert message.startswith("MRI/a.png is 2 x 2 pixels") and "at least 17 x 17" in message
     entries = {"MRI/a.png": b"not pixels", "CT/a.png": tiny.read_bytes()}
     assert refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "text.zip", entries)).startswith("MRI/a.png: ")
     message = refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "dot.zip", {".": b"x"}))
@@ -795,7 +813,7 @@ def test_an_evaluation_out_of_time_stops_at_the_next_image_and_leaves_nothing(ta
 def refused_training(fusion_app: FusionApp, tabs: Tabs, zip_path: Path | None = None, **options) -> str:
     """The message of a training run refused before it starts; nothing of it stays behind."""
     with pytest.raises(gr.Error) as error:
-        fusion_app.start_training(tabs.train, zip_path and str(zip_path), MEDICAL, FROM_SCRATCH,
+        fusion_app.start_training(tabs.train, SESSION, zip_path and str(zip_path), MEDICAL, FROM_SCRATCH,
                                   TrainOptions(**{"preset": "tiny", **options}))
     assert list((fusion_app.work_dir / "training").iterdir()) == [] and not fusion_app.trainer.busy
     return error.value.message
@@ -926,10 +944,10 @@ def test_the_pairs_of_a_zip_are_checked_from_their_headers(tmp_path, decodes):
 
 def test_a_pair_of_two_sizes_is_refused_before_any_decoding(refusing_app, tabs, tmp_path, decodes):
     small = tmp_path / "small.png"
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(small)
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(small)
     entries = {"MRI/a.png": EXAMPLES[MEDICAL].a.read_bytes(), "CT/a.png": small.read_bytes()}
     message = refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "sizes.zip", entries))
-    assert message == ("MRI/a.png is 256 x 256 pixels but CT/a.png is 8 x 8; the two sources of a pair must be "
+    assert message == ("MRI/a.png is 256 x 256 pixels but CT/a.png is 32 x 32; the two sources of a pair must be "
                        "registered to one size.")
     assert decodes == []
 
@@ -945,3 +963,229 @@ def test_a_training_run_decodes_each_source_once(fusion_app, tabs, decodes):
     started = train(fusion_app, tabs, stage="1", steps=1, batch=1)
     assert decodes == [(256, 256)] * 4  # PairDataset has read the pairs before the run starts
     assert "finished" in follow(fusion_app, tabs, started)[tabs.train.status]
+
+
+# ---------------------------------------------------------------------------------------------- hostile inputs
+
+IMG = '<img src="x">'
+LINK = '<a style="color:red;font-size:60px">CLICK HERE</a>'
+
+
+def gray_png(path: Path, height: int, width: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width), np.uint8)).save(path)
+    return path
+
+
+def assert_escaped(message: str, *names: str) -> None:
+    """The message shows the names as text: escaped once, no markup left."""
+    for name in names:
+        assert name.replace("<", "&lt;").replace(">", "&gt;") in message
+    assert "<img" not in message and "<a " not in message
+
+
+def test_one_minimum_size_for_everything_done_on_a_pair(fusion_app, tabs, tmp_path):
+    assert limits.MIN_SIDE == VIF_MIN_SIDE == 17  # the largest window of the metrics
+    for height, width in ((7, 7), (16, 16), (8, 4000)):
+        a = gray_png(tmp_path / f"{height}x{width}.png", height, width)
+        with pytest.raises(gr.Error) as error:
+            fuse(fusion_app, tabs, a, a)
+        assert error.value.message == (f"source A (MRI) is {width} x {height} pixels; the app fuses images of at "
+                                       "least 17 x 17 pixels (the metrics' window).")
+    smallest = gray_png(tmp_path / "17.png", 17, 17)
+    table = fuse(fusion_app, tabs, smallest, smallest)[tabs.fuse.metrics]
+    assert "| DGD-Fusion |" in table and "nan" not in table.lower()
+
+
+def test_a_pair_below_the_minimum_in_a_zip_is_refused_before_any_fusion(refusing_app, tabs, tmp_path):
+    thin = gray_png(tmp_path / "thin.png", 8, 4000).read_bytes()
+    message = refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "thin.zip", {"MRI/a.png": thin,
+                                                                                     "CT/a.png": thin}))
+    assert message == ("MRI/a.png is 4000 x 8 pixels; the app fuses images of at least 17 x 17 pixels (the "
+                       "metrics' window).")
+
+
+def test_any_value_error_of_the_library_is_a_message_not_gradios_generic_error(refusing_app, tabs, monkeypatch):
+    def failing(*args, **kwargs):
+        raise ValueError("the window <b>does not fit</b>")
+
+    monkeypatch.setattr(handlers, "fuse_on_device", failing)
+    with pytest.raises(gr.Error) as error:
+        fuse(refusing_app, tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b)
+    assert error.value.message == "the window &lt;b&gt;does not fit&lt;/b&gt;"
+
+
+def test_work_that_cannot_finish_in_time_is_refused_before_it_starts(refusing_app, tabs, tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "NETWORK_SECONDS_PER_MEGAPIXEL", 10_000.0)  # a much slower machine
+    monkeypatch.setattr(refusing_app, "slowdown", lambda: 1.0)  # an idle one
+    with pytest.raises(gr.Error) as error:
+        fuse(refusing_app, tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b)
+    estimate = (limits.NETWORK_SECONDS_PER_IMAGE + (10_000 + limits.SCORING_SECONDS_PER_MEGAPIXEL) * 0.065536) * 1.5
+    assert error.value.message == (
+        f"Fusing and scoring this 256 x 256 pair would take about {estimate:.0f} s on this server, more than the "
+        f"{limits.FUSE_SECONDS} s a request may take; try a smaller image, or `python -m fusion_core fuse` on your "
+        "own machine.")
+    assert refusing_app.models._cache == {}  # no network was even loaded
+    message = refused_evaluation(refusing_app, tabs, None)
+    assert message.startswith("Evaluating 2 pairs of 0.1 megapixels per source in all would take about ")
+    assert message.endswith(f"more than the {limits.EVALUATE_SECONDS} s a request may take; try fewer or smaller "
+                            "pairs, or `python -m fusion_core evaluate` on your own machine.")
+
+
+def test_the_estimate_grows_with_the_machines_load_and_a_training_run(refusing_app, monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert refusing_app.slowdown() == 1.0
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    assert refusing_app.slowdown() == 3.0
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(refusing_app.trainer, "fusion_threads", lambda: refusing_app.trainer.cores / 2)
+    assert refusing_app.slowdown() == 2.0
+
+
+def test_the_networks_fusion_is_checked_between_tiles(tabs, tmp_path, monkeypatch):
+    clock = Clock()
+
+    def tiled(pipeline, a, b, timesteps, seed, on_tile):
+        clock.now += limits.FUSE_SECONDS + 1  # the first tile ran past the limit
+        on_tile(1, 4)
+        pytest.fail("the fusion went on after its time was up")
+
+    monkeypatch.setattr(handlers, "fuse_on_device", tiled)
+    with pytest.raises(gr.Error) as error:
+        fuse(timed_app(tmp_path, clock), tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b)
+    assert error.value.message == (
+        f"This request took longer than {limits.FUSE_SECONDS} s and was stopped after 1 of 4 tiles of the network's "
+        "fusion; try a smaller image, or `python -m fusion_core fuse` on your own machine.")
+
+
+def encrypted_zip(path: Path, entries: dict[str, bytes]) -> Path:
+    """A zip whose first entry says it is encrypted (bit 0 of its flags, in the local and the central header)."""
+    data = bytearray(zip_of(path, entries).read_bytes())
+    local, central = data.index(b"PK\x03\x04"), data.index(b"PK\x01\x02")
+    data[local + 6] |= 0x1
+    data[central + 8] |= 0x1
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["encrypted", "long name", "deep path"])
+def test_refused_zips_are_a_clear_message_in_evaluate_and_train(refusing_app, tabs, tmp_path, kind):
+    png = gray_png(tmp_path / "a.png", 32, 32).read_bytes()
+    if kind == "encrypted":
+        upload = encrypted_zip(tmp_path / "secret.zip", {"MRI/a.png": png, "CT/a.png": png})
+        expected = "'MRI/a.png' is encrypted; zip the files again without a password."
+    elif kind == "long name":
+        upload = zip_of(tmp_path / "long.zip", {"MRI/" + "a" * 300 + ".png": png})
+        expected = "has a name of 304 bytes, more than the 255 a file system takes."
+    else:
+        upload = zip_of(tmp_path / "deep.zip", {"/".join(["d"] * 2100) + ".png": png})
+        expected = "has a path of 4203 characters, more than the limit of 1024."
+    evaluated = refused_evaluation(refusing_app, tabs, upload)
+    trained = refused_training(refusing_app, tabs, upload)
+    for message in (evaluated, trained):
+        assert message.startswith("The zip was refused: the zip entry '") and message.endswith(expected)
+        assert len(message) < 250
+
+
+def test_markup_in_entry_and_file_names_never_renders(refusing_app, tabs, tmp_path, monkeypatch):
+    png = gray_png(tmp_path / "a.png", 32, 32).read_bytes()
+    message = refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "text.zip", {
+        f"MRI/{IMG}.png": b"not pixels", f"CT/{IMG}.png": png}))
+    assert message.startswith("MRI/&lt;img src=\"x\"&gt;.png: ")
+    assert_escaped(message, IMG)
+    message = refused_training(refusing_app, tabs, encrypted_zip(tmp_path / "link.zip", {f"MRI/{LINK}.png": png}))
+    assert_escaped(message, LINK)
+    monkeypatch.setattr(limits, "MAX_EVALUATE_PAIRS", 1)
+    message = refused_evaluation(refusing_app, tabs, pair_zip(tmp_path / f"{IMG}.zip"))
+    assert_escaped(message, IMG)
+    warnings = []
+    monkeypatch.setattr(gr, "Warning", warnings.append)
+    (tmp_path / f"{IMG}.png").write_text("not an image")  # a file name holds no '/', so no closing tag
+    column = tabs.fuse.source_a
+    shown = refusing_app.preview(column, SESSION, str(tmp_path / f"{IMG}.png"), DEFAULT_WINDOW, 0)
+    assert len(warnings) == 1 and "<" not in shown[column.info]
+    assert_escaped(warnings[0], IMG)
+
+
+def test_markdown_shows_upload_text_as_it_is():
+    from fusion_app.reports import evaluation_summary, plain
+
+    summary = evaluation_summary(2, f"the uploaded zip ({LINK} [x](http://e) *b*)", "dgd-general", {})
+    assert "<a " not in summary and "&lt;a style" in summary and "\\[x\\](http://e) \\*b\\*" in summary
+    assert plain("plain name-1.png") == "plain name-1.png"
+
+
+def test_method_folders_with_markup_in_their_names_are_refused(refusing_app, tabs, tmp_path):
+    entries = zip_of_entries(find_pairs(EXAMPLES_DIR / TASKS[MEDICAL].folder), "")
+    entries |= {f"fused/{IMG}/{Path(name).name}": data for name, data in entries.items() if name.startswith("MRI/")}
+    message = refused_evaluation(refusing_app, tabs, zip_of(tmp_path / "methods.zip", entries))
+    assert message.startswith("The folder fused/'&lt;img src=\"x\"&gt;' of the zip names a method")
+    assert_escaped(message, IMG)
+
+
+# ---------------------------------------------------------------------------------------------- uploads on disk
+
+
+def gradio_upload(cache: Path, data: bytes, name: str) -> Path:
+    """A file as Gradio keeps an upload: in a folder of its cache named after its content, under its name."""
+    path = cache / hashlib.sha256(data).hexdigest() / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def uploading_app(tmp_path: Path) -> FusionApp:
+    return FusionApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work",
+                     cache=tmp_path / "gradio")
+
+
+def test_uploads_leave_gradios_cache_keep_no_name_and_go_when_the_session_ends(tabs, tmp_path):
+    fusion_app, pair = uploading_app(tmp_path), EXAMPLES[MEDICAL]
+    paths = []
+    for source, modality in ((pair.a, "MR"), (pair.b, "CT")):
+        made = tmp_path / "made.dcm"
+        write_dicom_secondary_capture(made, read_image(source).pixels, modality_hint=modality)
+        paths.append(gradio_upload(tmp_path / "gradio", made.read_bytes(), f"Doe_Jane_{modality}.dcm"))
+        made.unlink()
+    column = tabs.fuse.source_a
+    assert fusion_app.source_changed(column, SESSION, str(paths[0]))[column.preview].shape == (256, 256)
+    assert not paths[0].parent.exists()  # Gradio's copy and its folder are gone
+    out = fuse(fusion_app, tabs, *paths)  # the browser sends the same paths again
+    assert [Path(p).name for p in out[tabs.fuse.downloads]] == ["fused.png", "fused_16bit.tif", "fused.dcm"]
+    uploads = fusion_app.sessions.folder(SESSION) / "uploads"
+    assert len(list(uploads.iterdir())) == 2 and all(p.name.startswith("upload-") for p in uploads.iterdir())
+    assert [p for p in tmp_path.rglob("*") if "Doe" in p.name] == []
+    fusion_app.end_session(SESSION)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    with pytest.raises(gr.Error, match=r"The uploaded file Doe_Jane_MR.dcm is no longer on the server .* again"):
+        fuse(fusion_app, tabs, *paths)
+
+
+def test_a_zip_upload_leaves_gradios_cache_and_goes_when_the_session_ends(tabs, tmp_path, monkeypatch):
+    fusion_app = uploading_app(tmp_path)
+    upload = gradio_upload(tmp_path / "gradio", pair_zip(tmp_path / "made.zip").read_bytes(), "Doe_Jane.zip")
+    (tmp_path / "made.zip").unlink()
+    monkeypatch.setattr(limits, "MAX_EVALUATE_PAIRS", 1)
+    message = refused_evaluation(fusion_app, tabs, upload)
+    assert message.startswith("Doe_Jane.zip holds 2 pairs")  # named as uploaded, in memory only
+    assert not upload.parent.exists() and [p for p in tmp_path.rglob("*") if "Doe" in p.name] == []
+    fusion_app.end_session(SESSION)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_gradios_copies_of_the_bundled_examples_stay_for_every_session(tmp_path):
+    fusion_app = uploading_app(tmp_path)
+    example = gradio_upload(tmp_path / "gradio", EXAMPLES[MEDICAL].a.read_bytes(), EXAMPLES[MEDICAL].a.name)
+    assert fusion_app.upload("mine", str(example)).path == example and example.is_file()
+    fusion_app.end_session("mine")
+    assert fusion_app.upload("theirs", str(example)).path == example
+
+
+def test_one_upload_sent_by_two_sessions_is_copied_for_each(tmp_path):
+    fusion_app = uploading_app(tmp_path)
+    path = gradio_upload(tmp_path / "gradio", b"pixels", "scan.png")  # one content, one path in Gradio's cache
+    mine, theirs = fusion_app.upload("mine", str(path)), fusion_app.upload("theirs", str(path))
+    assert mine.path != theirs.path and mine.path.read_bytes() == theirs.path.read_bytes() == b"pixels"
+    assert mine.name == theirs.name == "scan.png" and not path.exists()
+    fusion_app.end_session("mine")
+    assert fusion_app.upload("theirs", str(path)) == theirs

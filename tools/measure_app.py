@@ -7,9 +7,12 @@ Run from the repository root (about half an hour on a 2-core CPU with the defaul
 It starts ``app.py`` in a child process (the bundled checkpoints, a free port, a temporary folder of its own for
 Gradio's cache and the app's outputs), then sends ``--concurrent`` Fuse requests of a bundled example pair at
 once, one client (one session) each: failures, median and maximum latency (a latency includes the wait in the
-queue, since one request runs at a time). Then ``--sequential`` requests one after the other from one client,
-counting the temporary files before and after, and again once every client has closed its session. Last, the
-server's peak resident memory (VmHWM of /proc/PID/status). The report is printed as JSON.
+queue, since one request runs at a time). Then ``--sequential`` requests one after the other from one client.
+The files on disk (count and bytes) are measured before the first request, after the sequential ones, and once
+every client has closed its session and ``--settle`` seconds have passed: Gradio's cache, the uploads in it
+(the pair is uploaded under names of its own, so they can be told from the bundled examples Gradio caches too)
+and the sessions' folders of the app. Last, the server's peak resident memory (VmHWM of /proc/PID/status). The
+report is printed as JSON.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradio_client import Client, handle_file
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from fusion_app.inputs import EXAMPLES, FuseOptions
 from fusion_app.models import AUTO, TASKS
@@ -37,6 +42,7 @@ from fusion_app.texts import DEFAULT_WINDOW
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "Infrared + visible"
+UPLOAD_PREFIX = "measured-upload-"
 
 
 @dataclass(frozen=True)
@@ -67,10 +73,14 @@ class Server:
         kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
         return round(kib / 1024, 1)
 
-    def files(self) -> dict[str, int]:
-        """Files in Gradio's cache and in the app's output folder."""
-        return {name: sum(1 for p in (self.temp / name).rglob("*") if p.is_file())
-                for name in ("gradio", "dgd-fusion-app")}
+    def disk(self) -> dict[str, dict[str, int]]:
+        """Files and bytes in Gradio's cache, in it under the uploads' names, and in the sessions' folders."""
+        cache = [p for p in (self.temp / "gradio").rglob("*") if p.is_file()]
+        sessions = [p for p in (self.temp / "dgd-fusion-app" / "sessions").rglob("*") if p.is_file()]
+        uploads = [p for p in cache if p.name.startswith(UPLOAD_PREFIX)]
+        return {name: {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+                for name, files in (("gradio_cache", cache), ("uploads_in_gradio_cache", uploads),
+                                    ("session_folders", sessions))}
 
 
 def free_port() -> int:
@@ -101,12 +111,20 @@ def launch(temp: Path, log: Path, timeout: float = 300) -> Server:
     raise RuntimeError(f"the app did not answer within {timeout:.0f} s; see {log}")
 
 
-def fuse_inputs() -> tuple:
-    """The /fuse endpoint's inputs for the first bundled infrared + visible pair, the Fuse tab's defaults."""
+def fuse_inputs(temp: Path) -> tuple:
+    """The /fuse endpoint's inputs for the first bundled infrared + visible pair, written into ``temp`` under
+    names of its own and with a text chunk of their own (the app leaves Gradio's copies of the bundled examples
+    in place, so an upload must differ from them), and the Fuse tab's defaults."""
     folder = EXAMPLES / TASKS[TASK].folder
     name = sorted((folder / "ir").iterdir())[0].name
+    sources = []
+    for side in ("ir", "vi"):
+        sources.append(temp / f"{UPLOAD_PREFIX}{side}-{name}")
+        note = PngInfo()
+        note.add_text("Comment", "an upload of tools/measure_app.py")
+        Image.open(folder / side / name).save(sources[-1], pnginfo=note)
     options = FuseOptions()
-    return (handle_file(str(folder / "ir" / name)), handle_file(str(folder / "vi" / name)), TASK, AUTO,
+    return (handle_file(str(sources[0])), handle_file(str(sources[1])), TASK, AUTO,
             DEFAULT_WINDOW, options.frame_a, DEFAULT_WINDOW, options.frame_b, options.timesteps, options.seed,
             options.resample, options.align)
 
@@ -130,20 +148,21 @@ def client(url: str, downloads: Path) -> Client:
 
 
 def measure(server: Server, concurrent: int, sequential: int, downloads: Path, settle: float) -> dict:
-    inputs = fuse_inputs()
+    downloads.mkdir(parents=True, exist_ok=True)
+    inputs = fuse_inputs(downloads)
+    before = server.disk()
     clients = [client(server.url, downloads) for _ in range(concurrent)]
     with ThreadPoolExecutor(concurrent) as pool:
         at_once = collect(list(pool.map(timed_fuse, clients, [inputs] * concurrent)))
     one = client(server.url, downloads)
-    before = server.files()
     in_turn = collect([timed_fuse(one, inputs) for _ in range(sequential)])
-    after = server.files()
+    after = server.disk()
     for each in (*clients, one):
         each.close()
-    time.sleep(settle)  # the server notices a closed session when its heartbeat next fails
+    time.sleep(settle)  # a closed session ends when its heartbeat next fails; the app sweeps every minute
     return {"concurrent": at_once.summary(), "sequential": in_turn.summary(),
-            "temporary_files": {"before_sequential": before, "after_sequential": after,
-                                f"after_sessions_closed_{settle:.0f}_s": server.files()},
+            "disk": {"before_the_run": before, "after_sequential": after,
+                     f"after_sessions_closed_{settle:.0f}_s": server.disk()},
             "server_peak_rss_mib": server.peak_rss_mib()}
 
 
@@ -151,7 +170,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrent", type=int, default=20, help="Fuse requests sent at once (default 20)")
     parser.add_argument("--sequential", type=int, default=100, help="Fuse requests sent in turn (default 100)")
-    parser.add_argument("--settle", type=float, default=40, help="seconds to wait for closed sessions (default 40)")
+    parser.add_argument("--settle", type=float, default=150,
+                        help="seconds to wait for closed sessions and the app's sweep (default 150)")
     parser.add_argument("--out", help="write the JSON report here too")
     args = parser.parse_args()
     temp = Path(tempfile.mkdtemp(prefix="dgd-fusion-measure-"))
