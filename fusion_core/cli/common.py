@@ -86,7 +86,9 @@ SETTING = re.compile(r"\b(train|loss)\.(\w+)")
 
 def in_flag_terms(message: str) -> str:
     """``message`` with the library's Python advice put in this command line's flags (``FLAG_TERMS``) and its
-    training settings named by their flags."""
+    training settings named by their flags, unless it is about a config.json, whose fields it names."""
     for python, flag in FLAG_TERMS.items():
         message = message.replace(python, flag)
+    if "config.json" in message:
+        return message
     return SETTING.sub(lambda m: ("--loss-" if m[1] == "loss" else "--") + m[2].replace("_", "-"), message)
