@@ -6,7 +6,7 @@ stopped and what to try instead. One stage is never cut short: the estimate keep
 its limit, and the checks bound an estimate that was wrong to one stage past it.
 
 The network's fusion of a large pair is one stage of many tiles: ``Deadline.tile_check`` is the callable the
-pipeline is to call after each tile, so that such a fusion stops at the next tile once the time is up.
+pipeline calls before each tile, so that such a fusion stops at the next tile once the time is up.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Deadline:
                                     f"{self.seconds:g} s a request may take; {self.advice}.")
 
     def tile_check(self, what: str) -> Callable[[int, int], None]:
-        """``check`` as a callback after each of the ``total`` tiles of ``what``, e.g. "the network's fusion"."""
+        """``check`` as the callback before each of the ``total`` tiles of ``what``, e.g. "the network's fusion"."""
         return lambda done, total: self.check(f"after {done} of {total} tiles of {what}")
 
 

@@ -30,14 +30,10 @@ def on_accelerator(fn):
 @on_accelerator
 def fuse_on_device(pipeline: FusionPipeline, a: np.ndarray, b: np.ndarray, timesteps: tuple[int, ...] | None,
                    seed: int, on_tile: Callable[[int, int], None] | None = None) -> FusionResult:
-    """The network's part of a fusion (the only part that wants a GPU). ``on_tile(done, total)`` is to be called
-    by the pipeline after each tile of a large input (a deadline's check, which raises to stop the fusion);
-    until ``FusionPipeline.fuse`` takes such a callback, it is called once, after the last tile."""
-    result = pipeline.fuse(a, b, feature_timesteps=timesteps, generator=torch.Generator().manual_seed(seed),
-                           return_intermediates=True)
-    if on_tile is not None:
-        on_tile(result.tiles, result.tiles)
-    return result
+    """The network's part of a fusion (the only part that wants a GPU). ``on_tile(done, total)`` is called before
+    each tile's pass (a deadline's check, which raises to stop the fusion between tiles)."""
+    return pipeline.fuse(a, b, feature_timesteps=timesteps, generator=torch.Generator().manual_seed(seed),
+                         return_intermediates=True, on_tile=on_tile)
 
 
 @on_accelerator

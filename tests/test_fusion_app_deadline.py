@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fusion_app import limits
@@ -70,3 +71,24 @@ def test_the_estimates_grow_with_the_pixels_and_leave_out_an_accelerators_networ
 
 def test_the_largest_image_the_app_takes_fits_its_fuse_limit():
     assert fuse_seconds(limits.MAX_PIXELS, network_on_cpu=True) <= limits.FUSE_SECONDS
+
+
+def test_a_tiled_fusion_stops_at_the_first_tile_past_its_time(tiny_pipeline):
+    from fusion_app.device import fuse_on_device
+
+    clock = Clock()
+    check = Deadline.start(10, "try a smaller image", clock).tile_check("the network's fusion")
+    passes = []
+    original = tiny_pipeline._fuse_tile
+
+    def one_tile(*args):
+        passes.append(1)
+        clock.now += 4  # each tile's pass takes 4 s: the third starts at 8 s, the fourth would at 12 s
+        return original(*args)
+
+    tiny_pipeline._fuse_tile = one_tile
+    tiny_pipeline.tile_size, tiny_pipeline.tile_overlap = 32, 8
+    a, b = np.full((70, 90), 100, np.uint8), np.full((70, 90, 3), 50, np.uint8)
+    with pytest.raises(TimeLimitExceeded, match="stopped after 3 of 12 tiles of the network's fusion"):
+        fuse_on_device(tiny_pipeline, a, b, None, 0, check)
+    assert len(passes) == 3
