@@ -82,6 +82,7 @@ from fusion_core import (
     ImageLoadError,
     Intermediates,
     LoadedPair,
+    Origin,
     PairDataset,
     TrainConfig,
     check_seed,
@@ -387,10 +388,11 @@ class TrainHandlers(AppState):
             raise
         out_dir = run_dir / name
         job = TrainingJob(name, out_dir, configs[0].steps, tuple(c.stage for c in configs))
-        origin = f"random weights, `{options.preset}` preset" if start == FROM_SCRATCH else f"checkpoint `{start}`"
-        card = training_card(name, origin, data, len(dataset), configs)
+        drawn = Origin(seed=configs[0].seed, preset=options.preset)
+        origin = drawn if start == FROM_SCRATCH else Origin(checkpoint=start)
+        provenance = training_card(name, origin, data, len(dataset))
         try:
-            self.trainer.start(job, pipeline, dataset, configs, card, self._finish_training)
+            self.trainer.start(job, pipeline, dataset, configs, provenance, self._finish_training)
         except RuntimeError:
             raise fail("A training run has just started in another session; only one runs at a time.") from None
         self.runs[name] = job

@@ -142,12 +142,8 @@ def progress_html(job: TrainingJob) -> str:
             f"<div>{html.escape(text)}</div></div>")
 
 
-def training_card(name: str, origin: str, data: str, pairs: int, configs: list[TrainConfig]) -> Provenance:
+def training_card(name: str, start: Origin, data: str, pairs: int) -> Provenance:
     """The provenance of a run started in the app, from which every checkpoint's MODEL_CARD.md is rendered
-    (``fusion_core.model_card``): where it started (``origin``: "random weights, ..." or "checkpoint `NAME`"),
-    its data and the seed that draws its initial weights."""
-    seed = configs[0].seed
-    checkpoint = origin.removeprefix("checkpoint ").strip("`")
-    start = Origin(seed=seed) if origin.startswith("random") else Origin(checkpoint=checkpoint)
+    (``fusion_core.model_card``): where its weights started, its data and how many pairs it holds."""
     return Provenance(f"DGD-Fusion checkpoint `{name}` (trained in the app)", start, start, (data,), pairs,
                       notes=("a quick run in the browser app: not evaluated; see train_log.jsonl for the losses",))

@@ -6,14 +6,20 @@ Never reads outside the repository.
 from __future__ import annotations
 
 import dataclasses
+import json
+import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from fusion_core.config import PRESETS, FusionConfig, FusionHeadConfig, UNetConfig
+from fusion_core.data import PairDataset
+from fusion_core.imaging import write_png
 from fusion_core.models.dgd_fusion import DGDFusionModel
 from fusion_core.pipeline import FusionPipeline
+from fusion_core.training import LOG_NAME
 
 TINY_UNET = {"channels": (4, 8, 8, 8), "space_to_depth": 2, "time_embed_dim": 16, "norm_groups": 2}
 TINY_HEAD = {"channels": 8, "num_heads": 2, "time_embed_dim": 16}
@@ -67,3 +73,53 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def texture(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """Smoothed Gaussian noise in [0, 1] (Gaussian low-pass in the frequency domain, sigma ~3 px)."""
+    noise = np.random.default_rng(seed).standard_normal(shape)
+    fy, fx = np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :]
+    smooth = np.fft.ifft2(np.fft.fft2(noise) * np.exp(-(fy**2 + fx**2) / (2 * 0.05**2))).real
+    return ((smooth - smooth.min()) / np.ptp(smooth)).astype(np.float32)
+
+
+def write_dataset(root: Path, sizes=((40, 48), (36, 36), (48, 40)), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for index, (height, width) in enumerate(sizes):
+        for folder, shape in (("ir", (height, width)), ("vi", (height, width, 3))):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            write_png(root / folder / f"{index:03d}.png", rng.integers(0, 256, shape, dtype=np.uint8))
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return write_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def dataset(data_dir) -> PairDataset:
+    return PairDataset.from_folder(data_dir)
+
+
+@pytest.fixture
+def restore_sigint():
+    """The train command installs a SIGINT handler; give pytest its own back."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+def seeded_model(config: FusionConfig, seed: int = 0) -> DGDFusionModel:
+    torch.manual_seed(seed)
+    return DGDFusionModel(config)
+
+
+def assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor], what: object = "") -> None:
+    assert left.keys() == right.keys()
+    different = [name for name in left if not torch.equal(left[name].cpu(), right[name].cpu())]
+    assert not different, what
+
+
+def train_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]

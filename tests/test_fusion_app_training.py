@@ -14,6 +14,7 @@ from fusion_app.training import Trainer, TrainingJob, training_card
 from fusion_core import (
     DGDFusionModel,
     FusionPipeline,
+    Origin,
     PairDataset,
     TrainConfig,
     find_pairs,
@@ -30,7 +31,7 @@ def _run(trainer: Trainer, tiny_config, data: Path, out: Path) -> TrainingJob:
                            log_every=1) for stage in (1, 2)]
     job = TrainingJob(name=out.name, out_dir=out, steps_per_stage=7, stages=(1, 2))
     dataset = PairDataset(find_pairs(data))
-    provenance = training_card(out.name, "random weights", str(data), len(dataset), configs)
+    provenance = training_card(out.name, Origin(seed=0, preset="tiny"), str(data), len(dataset))
     trainer.start(job, pipeline, dataset, configs, provenance, lambda _: None)
     for _ in range(1200):  # the worker thread marks the job done, failed or not
         if job.done:
@@ -64,6 +65,6 @@ def test_chunked_run_equals_one_run(tiny_config, rng, tmp_path):
 
 
 def test_the_card_of_a_run_names_its_seed():
-    configs = [TrainConfig(stage=stage, steps=3) for stage in (1, 2)]
-    card = model_card(training_card("run", "random weights", "the bundled examples", 2, configs))
+    card = model_card(training_card("run", Origin(seed=0, preset="tiny"), "the bundled examples", 2))
+    assert "random weights of the `tiny` preset (seed 0)" in card
     assert "- seed: `train.seed` = 0 (the random initial weights, the crops, flips and noise)" in card

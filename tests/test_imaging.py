@@ -20,22 +20,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLSLossless
 
-from fusion_core.color import replace_luma
+from conftest import texture
 from fusion_core.imaging import (
     WINDOW_PRESETS,
     ImageLoadError,
     ImageTooLargeError,
-    estimate_shift,
-    fused_format,
-    fused_pixels,
     read_image,
     read_pair,
-    shift_image,
     to_uint8,
     write_dicom_secondary_capture,
-    write_fused,
-    write_png,
-    write_tiff16,
 )
 
 IDENTIFIERS = {
@@ -66,14 +59,6 @@ def _png(width: int, height: int, bit_depth: int, colour_type: int, rows: bytes)
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     return b"\x89PNG\r\n\x1a\n" + body
-
-
-def _texture(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """Smoothed Gaussian noise in [0, 1] (Gaussian low-pass in the frequency domain, sigma ~3 px)."""
-    noise = np.random.default_rng(seed).standard_normal(shape)
-    fy, fx = np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :]
-    smooth = np.fft.ifft2(np.fft.fft2(noise) * np.exp(-(fy**2 + fx**2) / (2 * 0.05**2))).real
-    return ((smooth - smooth.min()) / np.ptp(smooth)).astype(np.float32)
 
 
 def _dicom(stored: np.ndarray, *, preamble: bool = True, **attributes) -> bytes:
@@ -224,7 +209,7 @@ def test_a_pair_names_the_source_of_each_reading_warning():
 
 
 def test_path_and_bytes_give_the_same_pixels(tmp_path):
-    data = _encode(Image.fromarray(_texture((8, 9)).round().astype(np.uint8) * 255), "PNG")
+    data = _encode(Image.fromarray(texture((8, 9)).round().astype(np.uint8) * 255), "PNG")
     path = tmp_path / "a.png"
     path.write_bytes(data)
     np.testing.assert_array_equal(read_image(path).pixels, read_image(str(path)).pixels)
@@ -423,7 +408,7 @@ def _folder(tmp_path: Path) -> Path:
 
 
 _PNG = _encode(Image.fromarray(np.tile(np.arange(64, dtype=np.uint8), (64, 1))), "PNG")
-_JPEG = _encode(Image.fromarray((_texture((64, 64)) * 255).astype(np.uint8)), "JPEG")
+_JPEG = _encode(Image.fromarray((texture((64, 64)) * 255).astype(np.uint8)), "JPEG")
 BAD_INPUTS = {  # name -> (source made in tmp_path, read options, word the message must contain)
     "empty file": (lambda tmp: _file(tmp, "empty.png", b""), {}, "empty"),
     "truncated png": (lambda tmp: _PNG[: len(_PNG) // 2], {}, "decode"),
@@ -467,158 +452,3 @@ def test_pillow_decompression_bomb_guard_becomes_image_load_error(monkeypatch, s
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ImageLoadError, match="decompression bomb"):
         read_image(data)
-
-
-# ---------------------------------------------------------------- pairs
-
-
-def test_pair_shifted_by_7_and_minus_12_is_realigned():
-    base = _texture((160, 160), seed=3)
-    a = base[16:144, 16:144]
-    b = base[16 - 7 : 144 - 7, 16 + 12 : 144 + 12]  # b(y, x) = a(y - 7, x + 12): content moved by (7, -12)
-    pair = read_pair(a, b, align=True)
-    assert pair.shift is not None
-    assert abs(pair.shift[0] + 7) < 1 and abs(pair.shift[1] - 12) < 1
-    inner = (slice(20, -20), slice(20, -20))
-    assert np.abs(pair.b.pixels[inner] - a[inner]).mean() < 0.1 * np.abs(b[inner] - a[inner]).mean()
-    assert any("shifted" in w for w in pair.warnings)
-
-
-def test_estimate_shift_sub_pixel_and_shift_image_edges():
-    image = _texture((96, 96), seed=5)
-    moved = shift_image(image, (2.5, -3.25))
-    dy, dx = estimate_shift(moved, image)
-    assert abs(dy - 2.5) < 0.2 and abs(dx + 3.25) < 0.2
-    ramp = np.arange(5, dtype=np.float32)[None, :].repeat(3, axis=0)
-    np.testing.assert_array_equal(shift_image(ramp, (0, 2))[0], [0, 0, 0, 1, 2])  # edge repeated
-    np.testing.assert_array_equal(shift_image(ramp, (0, -1))[0], [1, 2, 3, 4, 4])
-
-
-def test_size_mismatch_refused_by_default():
-    with pytest.raises(ImageLoadError) as caught:
-        read_pair(np.zeros((32, 32), np.uint8), np.zeros((16, 24), np.uint8))
-    message = str(caught.value)
-    assert "32 x 32" in message and "16 x 24" in message and "resample" in message
-
-
-def test_size_mismatch_resampled_with_warning():
-    b = np.full((16, 24, 3), 0.5, np.float32)
-    pair = read_pair(np.zeros((32, 32), np.uint8), b, on_size_mismatch="resample")
-    assert pair.b.pixels.shape == (32, 32, 3) and pair.shift is None
-    np.testing.assert_allclose(pair.b.pixels, 0.5, atol=1e-6)
-    assert any("resized" in w and "16 x 24" in w for w in pair.warnings)
-
-
-def test_pair_errors_name_the_image_and_options():
-    with pytest.raises(ImageLoadError, match="image B"):
-        read_pair(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.complex64))
-    with pytest.raises(ImageLoadError, match="read option"):
-        read_pair(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), colour="red")
-
-
-# ---------------------------------------------------------------- writing
-
-
-def test_to_uint8_rounds_and_clips():
-    values = np.array([0.0, 0.4 / 255, 0.6 / 255, 1.0, 1.2, -0.1])
-    np.testing.assert_array_equal(to_uint8(values), [0, 0, 1, 255, 255, 0])
-    with pytest.raises(ValueError):
-        to_uint8(np.array([np.nan]))
-
-
-@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 3)])
-def test_png_round_trip_exact(tmp_path, shape):
-    stored = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-    write_png(tmp_path / "out.png", stored)
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), stored)
-    write_png(tmp_path / "float.png", stored / 255.0)
-    np.testing.assert_array_equal(to_uint8(read_image(tmp_path / "float.png").pixels), stored)
-
-
-@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 3)])
-def test_tiff16_round_trip(tmp_path, shape):
-    rng = np.random.default_rng(2)
-    stored = rng.integers(0, 65536, shape, dtype=np.uint16)
-    write_tiff16(tmp_path / "out.tif", stored)
-    image = read_image(tmp_path / "out.tif")
-    assert image.bit_depth == 16 and image.warnings == ()
-    np.testing.assert_array_equal(np.rint(image.pixels.astype(np.float64) * 65535), stored)
-    eight_bit = np.asarray(Image.open(tmp_path / "out.tif"))  # Pillow itself parses the file too
-    np.testing.assert_array_equal(eight_bit if len(shape) == 3 else eight_bit >> 8, stored >> 8)
-    floats = rng.random(shape)
-    write_tiff16(tmp_path / "float.tif", floats)
-    assert np.abs(read_image(tmp_path / "float.tif").pixels - floats).max() <= 0.5 / 65535 + 1e-7
-
-
-@pytest.mark.parametrize("shape", [(3, 5), (3, 5, 3)])
-def test_secondary_capture_round_trip(tmp_path, shape):
-    stored = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
-    path = tmp_path / "sc.dcm"
-    write_dicom_secondary_capture(path, stored)
-    dataset = pydicom.dcmread(path)
-    assert dataset.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
-    assert list(dataset.ImageType) == ["DERIVED", "SECONDARY"]
-    assert dataset.PhotometricInterpretation == ("RGB" if len(shape) == 3 else "MONOCHROME2")
-    assert dataset.Modality == "OT" and dataset.PatientID == "ANONYMOUS"
-    np.testing.assert_array_equal(dataset.pixel_array, stored)
-    np.testing.assert_array_equal(to_uint8(read_image(path).pixels), stored)
-
-
-def test_writers_refuse_bad_images(tmp_path):
-    with pytest.raises(ValueError, match="shape"):
-        write_png(tmp_path / "x.png", np.zeros((2, 2, 4), np.uint8))
-    with pytest.raises(ValueError, match="modality"):
-        write_dicom_secondary_capture(tmp_path / "x.dcm", np.zeros((2, 2)), modality_hint="not a code!")
-
-
-def _fused_luminance(shape: tuple[int, int]) -> np.ndarray:
-    """A smooth (H, W) float32 luminance in (0, 1) that takes many more than 256 values."""
-    y, x = np.mgrid[0:shape[0], 0:shape[1]]
-    return (0.5 + 0.4 * np.sin(x / 5.0) * np.cos(y / 7.0)).astype(np.float32)
-
-
-def test_fused_pixels_give_b_colour_and_round_to_the_pipeline_image():
-    rng = np.random.default_rng(4)
-    b = rng.random((12, 16, 3)).astype(np.float32)
-    y = _fused_luminance((12, 16))
-    rgb = fused_pixels(y, b)
-    assert rgb.shape == (12, 16, 3) and rgb.min() >= 0 and rgb.max() <= 1
-    inside = (rgb > 0).all(axis=2) & (rgb < 1).all(axis=2)  # clipping changes Y where a channel saturates
-    np.testing.assert_allclose((rgb @ [0.299, 0.587, 0.114])[inside], y[inside], atol=1e-6)
-    # the pipeline's 8-bit rule: RGB(Y_F, Cb_B, Cr_B) * 255, rounded, clipped (FusionPipeline.fuse)
-    expected = np.clip(np.rint(replace_luma(b, y) * 255.0), 0, 255).astype(np.uint8)
-    np.testing.assert_array_equal(to_uint8(rgb), expected)
-    np.testing.assert_array_equal(fused_pixels(y, (b * 255).round().astype(np.uint8)),
-                                  fused_pixels(y, ((b * 255).round() / 255).astype(np.float32)))
-    np.testing.assert_array_equal(fused_pixels(y, b[..., :1]), y)  # a gray B: the luminance itself
-
-
-def test_write_fused_tiff_keeps_the_luminance_precision(tmp_path):
-    rng = np.random.default_rng(5)
-    b = rng.random((40, 48, 3)).astype(np.float32)
-    y = _fused_luminance((40, 48))
-    write_fused(tmp_path / "fused.TIFF", y, b)
-    stored = np.rint(read_image(tmp_path / "fused.TIFF").pixels.astype(np.float64) * 65535)
-    np.testing.assert_array_equal(stored, np.rint(fused_pixels(y, b) * 65535))
-    assert len(np.unique(stored)) > 4096 and np.any(stored % 257)  # not 8-bit values scaled by 257
-
-
-@pytest.mark.parametrize("name", ["fused.png", "fused.dcm"])
-def test_write_fused_8bit_formats_hold_the_rounded_image(tmp_path, name):
-    b = np.random.default_rng(6).random((18, 20, 3)).astype(np.float32)
-    y = _fused_luminance((18, 20))
-    write_fused(tmp_path / name, y, b)
-    np.testing.assert_array_equal(to_uint8(read_image(tmp_path / name).pixels), to_uint8(fused_pixels(y, b)))
-
-
-def test_write_fused_refuses_other_names_and_shapes(tmp_path):
-    y = _fused_luminance((6, 8))
-    for name in ("fused.jpg", "fused"):
-        with pytest.raises(ValueError, match=r"\.png, \.tif or \.tiff \(16-bit\) or \.dcm"):
-            write_fused(tmp_path / name, y, np.zeros((6, 8, 3), np.float32))
-        assert not (tmp_path / name).exists()
-    assert fused_format("x.Tif") == "tiff" and fused_format("x.DCM") == "dicom"
-    with pytest.raises(ValueError, match="B is"):
-        write_fused(tmp_path / "x.png", y, np.zeros((6, 9, 3), np.float32))
-    with pytest.raises(ValueError, match=r"\(H, W\)"):
-        write_fused(tmp_path / "x.png", np.stack([y] * 3, axis=-1), np.zeros((6, 8, 3), np.float32))

@@ -15,18 +15,16 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import assert_same_weights, seeded_model, train_log, write_dataset
 from fusion_core import checkpoint
 from fusion_core.baselines import BASELINES
-from fusion_core.checkpoint import MANIFEST_NAME, PENDING_NAME, WEIGHTS_NAME, load_model, save_model
+from fusion_core.checkpoint import MANIFEST_NAME, PENDING_NAME, WEIGHTS_NAME, load_model
 from fusion_core.cli import main
-from fusion_core.config import FusionConfig, TrainConfig
-from fusion_core.data import PairDataset
-from fusion_core.imaging import write_png
+from fusion_core.config import TrainConfig
 from fusion_core.models.dgd_fusion import DGDFusionModel, build_model
 from fusion_core.training import (
     LOG_NAME,
@@ -139,38 +137,6 @@ for entry in plan:
 """
 
 
-def _write_dataset(root: Path, sizes=((40, 48), (36, 36), (48, 40)), seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for index, (height, width) in enumerate(sizes):
-        for folder, shape in (("ir", (height, width)), ("vi", (height, width, 3))):
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            write_png(root / folder / f"{index:03d}.png", rng.integers(0, 256, shape, dtype=np.uint8))
-    return root
-
-
-@pytest.fixture
-def data_dir(tmp_path) -> Path:
-    return _write_dataset(tmp_path / "data")
-
-
-@pytest.fixture
-def dataset(data_dir) -> PairDataset:
-    return PairDataset.from_folder(data_dir)
-
-
-@pytest.fixture
-def restore_sigint():
-    """The train command installs a SIGINT handler; give pytest its own back."""
-    handler = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, handler)
-
-
-def _pipeline(config: FusionConfig, seed: int = 0) -> DGDFusionModel:
-    torch.manual_seed(seed)
-    return DGDFusionModel(config)
-
-
 def _train_config(stage: int, steps: int, **overrides) -> TrainConfig:
     options = {"batch_size": 2, "crop": 32, "checkpoint_every": 0, "preview_every": 0, "log_every": 1}
     return TrainConfig(stage=stage, steps=steps, **{**options, **overrides})
@@ -181,16 +147,6 @@ def _stop_at(step: int, stop: threading.Event):
         if report.step == step:
             stop.set()
     return progress
-
-
-def _assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor], what: object = "") -> None:
-    assert left.keys() == right.keys()
-    different = [name for name in left if not torch.equal(left[name].cpu(), right[name].cpu())]
-    assert not different, what
-
-
-def _log(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
 
 
 def _killable_command(data: Path) -> list[str]:
@@ -205,7 +161,7 @@ def killed_runs(tmp_path_factory) -> tuple[Path, Path, dict[int, list[Path]]]:
     after each file written or renamed by its second, in turn. Returns the data folder, the uninterrupted
     run's folder and the killed runs' folders by checkpoint, in kill order."""
     root = tmp_path_factory.mktemp("killed")
-    data = _write_dataset(root / "data")
+    data = write_dataset(root / "data")
     (root / "kill.py").write_text(KILL_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, str(root / "kill.py"), str(root), "1:1,2", *_killable_command(data)],
@@ -222,32 +178,32 @@ def killed_runs(tmp_path_factory) -> tuple[Path, Path, dict[int, list[Path]]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 2])
 def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tiny_config, dataset, tmp_path, stage):
-    whole = _pipeline(tiny_config)
+    whole = seeded_model(tiny_config)
     train(whole, dataset, _train_config(stage, 10), tmp_path / "whole")
     stop = threading.Event()
-    first = train(_pipeline(tiny_config), dataset, _train_config(stage, 10), tmp_path / "parts",
+    first = train(seeded_model(tiny_config), dataset, _train_config(stage, 10), tmp_path / "parts",
                   progress=_stop_at(5, stop), stop=stop)
     assert first.stopped and first.step == 5
-    resumed = _pipeline(tiny_config, seed=1)  # different weights: everything must come from the checkpoint
+    resumed = seeded_model(tiny_config, seed=1)  # different weights: everything must come from the checkpoint
     second = train(resumed, dataset, _train_config(stage, 10), tmp_path / "parts", resume=True)
     assert not second.stopped and second.step == 10
-    _assert_same_weights(resumed.state_dict(), whole.state_dict())
+    assert_same_weights(resumed.state_dict(), whole.state_dict())
 
 
 def test_stop_request_leaves_a_loadable_checkpoint_at_the_step_reached(tiny_config, dataset, tmp_path):
     out, stop = tmp_path / "run", threading.Event()
-    pipeline = _pipeline(tiny_config)
+    pipeline = seeded_model(tiny_config)
     result = train(pipeline, dataset, _train_config(1, 10, checkpoint_every=2), out,
                    progress=_stop_at(3, stop), stop=stop)
     assert result.stopped and result.step == 3
     assert read_train_state(out)["step"] == 3
-    _assert_same_weights(load_model(out).state_dict(), pipeline.state_dict())
+    assert_same_weights(load_model(out).state_dict(), pipeline.state_dict())
     assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES
 
 
 def test_failed_checkpoint_write_keeps_the_previous_checkpoint_whole(tiny_config, dataset, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    train(_pipeline(tiny_config), dataset, _train_config(1, 2), out)
+    train(seeded_model(tiny_config), dataset, _train_config(1, 2), out)
     before = {name: (out / name).read_bytes() for name in CHECKPOINT_FILES - {LOG_NAME}}
     write = checkpoint._write_file
 
@@ -259,7 +215,7 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint_whole(tiny_config
 
     monkeypatch.setattr(checkpoint, "_write_file", crash_half_way_through_the_weights)
     with pytest.raises(OSError, match="disk full"):
-        train(_pipeline(tiny_config), dataset, _train_config(1, 4), out, resume=True)
+        train(seeded_model(tiny_config), dataset, _train_config(1, 4), out, resume=True)
     assert {name: (out / name).read_bytes() for name in before} == before
     assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES
     assert read_train_state(out)["step"] == 2
@@ -274,8 +230,8 @@ def test_run_killed_during_a_checkpoint_resumes_to_the_uninterrupted_weights(kil
     expected = load_model(whole).state_dict()
     for folder in runs[save]:
         assert main([*_killable_command(data), "--out", str(folder), "--resume"]) == 0
-        _assert_same_weights(load_model(folder).state_dict(), expected, folder.name)
-        assert [line["step"] for line in _log(folder)] == [1, 2, 3], folder.name
+        assert_same_weights(load_model(folder).state_dict(), expected, folder.name)
+        assert [line["step"] for line in train_log(folder)] == [1, 2, 3], folder.name
         assert not (folder / PENDING_NAME).exists()
 
 
@@ -285,10 +241,10 @@ def _crash_and_resume(tiny_config, dataset, out: Path, monkeypatch, progress=Non
     config = _train_config(2, 4, checkpoint_every=2, validate_every=2)
     validation = ValidationSet([(dataset.a[0], dataset.b[0])])
     with pytest.raises(RuntimeError, match="killed"):
-        train(_pipeline(tiny_config), dataset, config, out, progress=progress, validation=validation)
+        train(seeded_model(tiny_config), dataset, config, out, progress=progress, validation=validation)
     monkeypatch.undo()
-    train(_pipeline(tiny_config), dataset, config, out, resume=True, validation=validation)
-    return _log(out)
+    train(seeded_model(tiny_config), dataset, config, out, resume=True, validation=validation)
+    return train_log(out)
 
 
 def test_resumed_run_drops_the_log_lines_after_its_checkpoint(tiny_config, dataset, tmp_path, monkeypatch):
@@ -317,7 +273,7 @@ def test_a_steps_validation_is_logged_before_its_checkpoint(tiny_config, dataset
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_train_log_lines_are_json_with_the_stage_losses(tiny_config, dataset, tmp_path, stage):
-    train(_pipeline(tiny_config), dataset, _train_config(stage, 4, log_every=2), tmp_path)
+    train(seeded_model(tiny_config), dataset, _train_config(stage, 4, log_every=2), tmp_path)
     lines = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
     assert [(line["stage"], line["step"]) for line in lines] == [(stage, 2), (stage, 4)]
     for line in lines:
@@ -327,7 +283,7 @@ def test_train_log_lines_are_json_with_the_stage_losses(tiny_config, dataset, tm
 
 @pytest.mark.slow
 def test_gate_lr_trains_the_head_and_only_the_gate_branches_of_the_unet(tiny_config, dataset, tmp_path):
-    pipeline = _pipeline(tiny_config)
+    pipeline = seeded_model(tiny_config)
     before = {name: t.clone() for name, t in pipeline.unet.state_dict().items()}
     train(pipeline, dataset, _train_config(2, 2, gate_lr=1e-3), tmp_path)
     changed = {name for name, t in pipeline.unet.state_dict().items() if not torch.equal(t, before[name])}
@@ -335,15 +291,15 @@ def test_gate_lr_trains_the_head_and_only_the_gate_branches_of_the_unet(tiny_con
                   if any(p is q for q in pipeline.unet.gate_parameters())}
     assert gate_names and all(".spatial." in name or ".channel." in name for name in gate_names)
     assert changed == gate_names
-    frozen = _pipeline(tiny_config)
+    frozen = seeded_model(tiny_config)
     train(frozen, dataset, _train_config(2, 2), tmp_path / "frozen")
-    _assert_same_weights(frozen.unet.state_dict(), before)
+    assert_same_weights(frozen.unet.state_dict(), before)
 
 
 @pytest.mark.slow
 def test_stage_two_logs_its_validation_rank_at_step_zero_and_every_n_steps(tiny_config, dataset, tmp_path):
     pairs = list(zip(dataset.a, dataset.b, strict=True))
-    result = train(_pipeline(tiny_config), dataset, _train_config(2, 4, validate_every=2), tmp_path,
+    result = train(seeded_model(tiny_config), dataset, _train_config(2, 4, validate_every=2), tmp_path,
                    validation=ValidationSet(pairs))
     lines = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
     checks = [line for line in lines if "validation" in line]
@@ -357,7 +313,7 @@ def test_stage_two_logs_its_validation_rank_at_step_zero_and_every_n_steps(tiny_
 
 def test_stage_one_logs_no_validation(tiny_config, dataset, tmp_path):
     pairs = list(zip(dataset.a, dataset.b, strict=True))
-    train(_pipeline(tiny_config), dataset, _train_config(1, 2, validate_every=1), tmp_path,
+    train(seeded_model(tiny_config), dataset, _train_config(1, 2, validate_every=1), tmp_path,
           validation=ValidationSet(pairs))
     assert all("validation" not in json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines())
 
@@ -376,147 +332,12 @@ def test_two_process_gloo_run_ends_with_identical_weights_on_both_ranks(tiny_con
     assert [(r["world_size"], r["backend"], r["step"]) for r in reports] == [(2, "gloo", 3)] * 2
     assert reports[0]["losses"] != reports[1]["losses"]  # each rank saw its own crops...
     rank0, rank1 = (load_file(tmp_path / f"rank{rank}.safetensors") for rank in (0, 1))
-    _assert_same_weights(rank0, rank1)  # ...yet the averaged gradients kept the weights in step
-    _assert_same_weights(load_model(tmp_path / "checkpoint").state_dict(), rank0)
-    start = _pipeline(tiny_config, seed=0)  # rank 0's starting weights
-    _assert_same_weights({n: t for n, t in rank0.items() if n.startswith("head.")},
+    assert_same_weights(rank0, rank1)  # ...yet the averaged gradients kept the weights in step
+    assert_same_weights(load_model(tmp_path / "checkpoint").state_dict(), rank0)
+    start = seeded_model(tiny_config, seed=0)  # rank 0's starting weights
+    assert_same_weights({n: t for n, t in rank0.items() if n.startswith("head.")},
                          {f"head.{n}": t for n, t in start.head.state_dict().items()})  # frozen in stage 1
     assert any(not torch.equal(rank0[f"unet.{n}"], t) for n, t in start.unet.state_dict().items())
-
-
-@pytest.mark.parametrize("make_mismatch, named", [
-    (lambda root: (root / "vi" / "001.png").unlink(), ["001.png"]),
-    (lambda root: write_png(root / "vi" / "001.png", np.zeros((10, 12, 3), np.uint8)),
-     ["ir/001.png", "vi/001.png"]),
-], ids=["missing-partner", "different-sizes"])
-def test_train_command_refuses_a_mismatched_folder_naming_the_files(data_dir, tmp_path, capsys, restore_sigint,
-                                                                   make_mismatch, named):
-    make_mismatch(data_dir)
-    code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--steps", "1"])
-    message = capsys.readouterr().err
-    assert code != 0 and message.startswith("error:")
-    assert all(name in message for name in named)
-    assert not (tmp_path / "out").exists()
-
-
-def test_train_command_init_fine_tunes_from_a_checkpoint(tiny_config, data_dir, tmp_path, capsys, restore_sigint):
-    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
-    out = tmp_path / "out"
-    code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
-                 "--steps", "2", "--batch", "2", "--crop", "32", "--checkpoint-every", "0", "--preview-every", "0"])
-    assert code == 0
-    before, after = load_model(start), load_model(out)
-    assert after.config == tiny_config
-    _assert_same_weights(after.unet.state_dict(), before.unet.state_dict())  # frozen in stage 2
-    head_before, head_after = before.head.state_dict(), after.head.state_dict()
-    assert any(not torch.equal(head_after[name], head_before[name]) for name in head_before)
-
-
-def test_train_command_loss_weights_are_saved_with_the_checkpoint(tiny_config, data_dir, tmp_path, restore_sigint):
-    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
-    out = tmp_path / "out"
-    code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
-                 "--steps", "1", "--batch", "2", "--crop", "32", "--checkpoint-every", "0", "--preview-every", "0",
-                 "--loss-gradient", "3.5", "--loss-intensity-mean", "0.25", "--loss-gradient-gain", "1.2"])
-    assert code == 0
-    loss = load_model(out).config.loss
-    assert loss.gradient == 3.5 and loss.intensity_mean == 0.25 and loss.gradient_gain == 1.2
-    assert loss.intensity == tiny_config.loss.intensity
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("extra", [4, 0], ids=["wider", "same-width"])
-def test_train_command_head_channels_draws_a_fresh_head_of_that_width_on_the_same_unet(
-        tiny_config, data_dir, tmp_path, restore_sigint, extra):
-    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
-    out = tmp_path / "out"
-    head = dataclasses.replace(tiny_config.head, channels=tiny_config.head.channels + extra)
-    code = main(["train", "--data", str(data_dir), "--out", str(out), "--init", str(start), "--stage", "2",
-                 "--steps", "0", "--checkpoint-every", "0", "--preview-every", "0", "--seed", "5",
-                 "--head-channels", str(head.channels)])
-    assert code == 0
-    trained, begun = load_model(out), load_model(start)
-    assert trained.config == dataclasses.replace(tiny_config, head=head)
-    _assert_same_weights(trained.unet.state_dict(), begun.unet.state_dict())
-    drawn = begun.with_head(head, torch.Generator().manual_seed(5))  # the --seed draw, not the start's head
-    _assert_same_weights(trained.head.state_dict(), drawn.head.state_dict())
-
-
-def test_train_command_refuses_a_head_width_the_attention_cannot_split(tiny_config, data_dir, tmp_path, capsys,
-                                                                      restore_sigint):
-    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
-    odd = tiny_config.head.num_heads * 4 + 1
-    code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--init", str(start),
-                 "--stage", "2", "--steps", "1", "--head-channels", str(odd)])
-    message = capsys.readouterr().err
-    assert code == 2 and f"head.channels ({odd})" in message
-    assert not (tmp_path / "out").exists()
-
-
-def test_train_command_refuses_a_carried_head_and_a_new_one_together(tiny_config, data_dir, tmp_path, capsys,
-                                                                    restore_sigint):
-    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
-    code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--init", str(start),
-                 "--head-from", str(start), "--stage", "2", "--steps", "1", "--head-channels", "8"])
-    assert code == 2 and "--head-from" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.slow
-def test_train_command_resume_keeps_the_checkpoint_config(tiny_config, data_dir, tmp_path, restore_sigint):
-    start = save_model(tmp_path / "start", _pipeline(tiny_config, seed=3))
-    out = tmp_path / "out"
-    common = ["train", "--data", str(data_dir), "--out", str(out), "--stage", "2", "--batch", "2", "--crop", "32",
-              "--checkpoint-every", "0", "--preview-every", "0", "--log-every", "1"]
-    assert main([*common, "--init", str(start), "--head-from", str(start), "--steps", "1",
-                 "--loss-gradient", "3.5"]) == 0
-    for steps in ("2", "3"):
-        assert main([*common, "--resume", "--steps", steps]) == 0  # no loss flags: the run's own weights go on
-    card = (out / "MODEL_CARD.md").read_text().splitlines()
-    assert f"- initialised from: `{start}` (resumed)" in card  # the first run's start, marked once
-    assert f"- fusion head from: `{start}`" in card
-    assert load_model(out).config == dataclasses.replace(
-        tiny_config, loss=dataclasses.replace(tiny_config.loss, gradient=3.5))
-    last = json.loads((out / LOG_NAME).read_text().splitlines()[-1])
-    assert last["step"] == 3
-    assert last["fusion"] == pytest.approx(tiny_config.loss.intensity * last["intensity"] + 3.5 * last["gradient"]
-                                           + tiny_config.loss.ssim * last["ssim"], rel=1e-4)
-
-
-@pytest.mark.slow
-def test_train_command_seed_draws_the_initial_weights(data_dir, tmp_path, restore_sigint):
-    def run(seed: int, name: str) -> DGDFusionModel:
-        out = tmp_path / name
-        assert main(["train", "--data", str(data_dir), "--out", str(out), "--stage", "1", "--preset", "tiny",
-                     "--steps", "1", "--batch", "2", "--crop", "64", "--checkpoint-every", "0", "--preview-every", "0",
-                     "--seed", str(seed)]) == 0
-        return load_model(out)
-
-    first, again, other = run(5, "first"), run(5, "again"), run(6, "other")
-    _assert_same_weights(first.state_dict(), again.state_dict())
-    head, other_head = first.head.state_dict(), other.head.state_dict()  # stage 1 leaves the head as drawn
-    assert any(not torch.equal(head[name], other_head[name]) for name in head)
-
-
-def test_resume_reads_the_checkpoint_once_and_builds_the_network_once(data_dir, tmp_path, restore_sigint,
-                                                                      monkeypatch):
-    """A resumed run through both stages: one read of the weights, one network, nothing read between stages."""
-    out = tmp_path / "out"
-    common = ["train", "--data", str(data_dir), "--out", str(out), "--preset", "tiny", "--batch", "2", "--crop", "64",
-              "--checkpoint-every", "0", "--preview-every", "0", "--log-every", "1"]
-    assert main([*common, "--stage", "1", "--steps", "2"]) == 0
-    reads, builds = [], []
-    read_file = checkpoint.read_checkpoint_file
-    monkeypatch.setattr(checkpoint, "read_checkpoint_file",
-                        lambda folder, name: (reads.append(name) if name == WEIGHTS_NAME else None) or
-                        read_file(folder, name))
-    init = DGDFusionModel.__init__
-    monkeypatch.setattr(DGDFusionModel, "__init__", lambda self, config: builds.append(config) or init(self, config))
-    assert main([*common, "--stage", "both", "--stage1-steps", "3", "--steps", "2", "--resume"]) == 0
-    assert reads == [WEIGHTS_NAME] and len(builds) == 1
-    assert [(line["stage"], line["step"]) for line in _log(out)] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
-    provenance = json.loads((out / PROVENANCE_NAME).read_text())
-    assert provenance["resumed"] == 1 and [s["step"] for s in provenance["stages"]] == [3, 2]
 
 
 def test_dropout_draws_from_the_step_generator_not_the_global_one(tiny_config, dataset, tmp_path):
@@ -529,7 +350,7 @@ def test_dropout_draws_from_the_step_generator_not_the_global_one(tiny_config, d
         model = build_model(config, torch.Generator().manual_seed(0))
         train(model, dataset, _train_config(1, 3), tmp_path / name)
         runs.append(model.state_dict())
-    _assert_same_weights(*runs)
+    assert_same_weights(*runs)
     plain = build_model(tiny_config, torch.Generator().manual_seed(0))
     train(plain, dataset, _train_config(1, 3), tmp_path / "plain")
     assert any(not torch.equal(plain.state_dict()[n], t) for n, t in runs[0].items())  # the dropout did act

@@ -230,8 +230,8 @@ def _train_variant(name: str, config: FusionConfig, dataset: PairDataset, stages
     """Train (or finish) stage 1 then stage 2 into folder. Returns the wall seconds by stage ("1", "2")."""
     seed = stages[0].seed
     model = build_model(config, torch.Generator().manual_seed(seed))
-    provenance = Provenance(f"DGD-Fusion ablation variant {name} (paper Table 4)", Origin(seed=seed),
-                            Origin(seed=seed), pairs=len(dataset),
+    drawn = Origin(seed=seed, preset=config.name)
+    provenance = Provenance(f"DGD-Fusion ablation variant {name} (paper Table 4)", drawn, drawn, pairs=len(dataset),
                             notes=("trained by fusion_core.experiments.run_ablation",))
     first = 1 if state.get("stage") == 2 or state.get("step", 0) >= stages[0].steps else 0
     report = (lambda index, r: progress(name, r)) if progress is not None else None

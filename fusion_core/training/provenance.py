@@ -29,15 +29,18 @@ def hardware_description() -> str:
 
 @dataclass(frozen=True)
 class Origin:
-    """Where one part's weights started: drawn at random from ``seed``, or copied from ``checkpoint``."""
+    """Where one part's weights started: drawn at random from ``seed`` for the architecture of ``preset``, or
+    copied from ``checkpoint``."""
 
     seed: int | None = None
     checkpoint: str | None = None
+    preset: str | None = None
 
     def describe(self) -> str:
         if self.checkpoint is not None:
             return f"`{self.checkpoint}`"
-        return "random weights" + (f" (seed {self.seed})" if self.seed is not None else "")
+        architecture = f" of the `{self.preset}` preset" if self.preset is not None else ""
+        return f"random weights{architecture}" + (f" (seed {self.seed})" if self.seed is not None else "")
 
 
 @dataclass(frozen=True)

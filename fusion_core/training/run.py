@@ -208,8 +208,9 @@ def _provenance(request: TrainRequest, config: FusionConfig, point: ResumePoint 
                                                  Origin(checkpoint=f"an earlier run in {request.out}"))
         return replace(earlier, resumed=earlier.resumed + 1, data=tuple(request.data), pairs=pairs)
     seed = request.train.seed
-    unet = Origin(checkpoint=request.init) if request.init else Origin(seed=seed)
-    head = Origin(checkpoint=request.head_from) if request.head_from else Origin(seed=seed) if fresh_head else unet
+    drawn = Origin(seed=seed, preset=config.name)
+    unet = Origin(checkpoint=request.init) if request.init else drawn
+    head = Origin(checkpoint=request.head_from) if request.head_from else drawn if fresh_head else unet
     return Provenance(f"DGD-Fusion checkpoint ({config.name})", unet, head, tuple(request.data), pairs,
                       command=request.command)
 
