@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from fusion_core.checkpoint import save_pipeline
 from fusion_core.config import PRESETS, FusionConfig, FusionHeadConfig, UNetConfig
 from fusion_core.data import PairDataset
 from fusion_core.imaging import write_png
@@ -123,3 +125,31 @@ def assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Te
 
 def train_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+
+
+SIZE = 64  # two strides of the tiny config; 64 x 64 x 3 samples leave room for > 4096 distinct 16-bit levels
+
+
+def pair_pixels(seed: int, colour: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A gray A and a B (RGB or gray) with structure, texture and a mid-range colour, uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    a = 0.5 + 0.35 * np.sin(9 * x) * np.cos(7 * y) + 0.05 * rng.standard_normal((SIZE, SIZE))
+    b = np.stack([0.5 + 0.3 * np.cos(6 * x + c) * np.sin(8 * y) for c in range(3)], axis=-1)
+    b = b + 0.05 * rng.standard_normal(b.shape)
+    b = b if colour else b.mean(axis=-1)
+    return (np.clip(a, 0, 1) * 255).astype(np.uint8), (np.clip(b, 0, 1) * 255).astype(np.uint8)
+
+
+def write_pairs(root: Path, names: tuple[str, ...], colour: bool = True) -> Path:
+    for seed, name in enumerate(names):
+        a, b = pair_pixels(seed, colour)
+        for folder, pixels in (("ir", a), ("vi", b)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / folder / f"{name}.png")
+    return root
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_pipeline) -> Path:
+    return save_pipeline(tmp_path / "checkpoint", tiny_pipeline)

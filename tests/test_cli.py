@@ -14,43 +14,17 @@ import pytest
 import torch
 from PIL import Image
 
-from fusion_core.checkpoint import CheckpointError, load_pipeline, save_pipeline
+from conftest import SIZE, write_pairs
+from fusion_core.checkpoint import CheckpointError, load_pipeline
 from fusion_core.cli import fuse as fuse_command
 from fusion_core.cli import main
 from fusion_core.imaging import read_image, read_pair, to_uint8, write_fused
 from fusion_core.pipeline import FusionPipeline, FusionResult
 
-SIZE = 64  # two strides of the tiny config; 64 x 64 x 3 samples leave room for > 4096 distinct 16-bit levels
-
-
-def _pair_pixels(seed: int, colour: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """A gray A and a B (RGB or gray) with structure, texture and a mid-range colour, uint8."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:SIZE, 0:SIZE] / SIZE
-    a = 0.5 + 0.35 * np.sin(9 * x) * np.cos(7 * y) + 0.05 * rng.standard_normal((SIZE, SIZE))
-    b = np.stack([0.5 + 0.3 * np.cos(6 * x + c) * np.sin(8 * y) for c in range(3)], axis=-1)
-    b = b + 0.05 * rng.standard_normal(b.shape)
-    b = b if colour else b.mean(axis=-1)
-    return (np.clip(a, 0, 1) * 255).astype(np.uint8), (np.clip(b, 0, 1) * 255).astype(np.uint8)
-
-
-def _write_pairs(root: Path, names: tuple[str, ...], colour: bool = True) -> Path:
-    for seed, name in enumerate(names):
-        a, b = _pair_pixels(seed, colour)
-        for folder, pixels in (("ir", a), ("vi", b)):
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(root / folder / f"{name}.png")
-    return root
-
-
-@pytest.fixture
-def checkpoint(tmp_path, tiny_pipeline) -> Path:
-    return save_pipeline(tmp_path / "checkpoint", tiny_pipeline)
-
 
 @pytest.fixture
 def pairs(tmp_path) -> Path:
-    return _write_pairs(tmp_path / "pairs", ("001",))
+    return write_pairs(tmp_path / "pairs", ("001",))
 
 
 def _fuse(pairs: Path, checkpoint: Path, output: Path, *extra: str) -> int:
@@ -99,7 +73,7 @@ def test_fuse_colour_tiff_is_16_bit_and_equals_the_shared_writer(pairs, checkpoi
 
 
 def test_fuse_gray_tiff_holds_the_luminance(tmp_path, checkpoint):
-    gray = _write_pairs(tmp_path / "gray", ("001",), colour=False)
+    gray = write_pairs(tmp_path / "gray", ("001",), colour=False)
     assert _fuse(gray, checkpoint, tmp_path / "fused.tiff") == 0
     result, _ = _reference(gray, checkpoint)
     stored = np.rint(read_image(tmp_path / "fused.tiff").pixels.astype(np.float64) * 65535)
@@ -132,12 +106,12 @@ def test_fuse_refuses_bad_names_and_timesteps_in_one_line(pairs, checkpoint, tmp
     assert not list(tmp_path.glob("fused.*"))
 
 
-# ---------------------------------------------------------------------------------------- evaluate, split
+# ---------------------------------------------------------------------------------------------- evaluate
 
 
 @pytest.mark.slow
 def test_evaluate_tabulates_the_network_and_a_baseline(tmp_path, checkpoint, capsys):
-    root = _write_pairs(tmp_path / "pairs", ("001", "002"))
+    root = write_pairs(tmp_path / "pairs", ("001", "002"))
     out = tmp_path / "evaluation"
     code = main(["evaluate", str(root), "--methods", "dgd,average", "--checkpoint", str(checkpoint),
                  "--out", str(out)])
@@ -159,7 +133,7 @@ def test_evaluate_refuses_an_unknown_method(pairs, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_evaluate_and_compare_score_an_external_method_beside_the_others(tmp_path, capsys):
-    root = _write_pairs(tmp_path / "pairs", ("001", "002"))
+    root = write_pairs(tmp_path / "pairs", ("001", "002"))
     other = tmp_path / "theirs"
     other.mkdir()
     for name in ("001", "002"):  # another method's results: here, the visible image itself
@@ -180,49 +154,6 @@ def test_evaluate_and_compare_score_an_external_method_beside_the_others(tmp_pat
     assert "method 'theirs' has no image in" in capsys.readouterr().err
 
 
-def test_split_holds_out_every_fifth_pair(tmp_path, capsys):
-    names = ("a", "b", "c", "d", "e", "f")
-    root = _write_pairs(tmp_path / "pairs", names)
-    assert main(["split", str(root), "--every", "5", "--out", str(tmp_path / "split")]) == 0
-    for split, held in (("train", ["a", "b", "c", "d", "f"]), ("test", ["e"])):
-        for folder in ("ir", "vi"):
-            assert sorted(p.stem for p in (tmp_path / "split" / split / folder).iterdir()) == held
-    assert (tmp_path / "split" / "test" / "vi" / "e.png").read_bytes() == (root / "vi" / "e.png").read_bytes()
-    assert "5 train and 1 test pairs" in capsys.readouterr().out
-
-
-# ------------------------------------------------------------------------------------------------- bench
-
-
-def test_bench_measures_a_checkpoint_folder_by_its_saved_architecture(tmp_path, checkpoint, capsys):
-    report_path = tmp_path / "bench.json"
-    assert main(["bench", "--presets", str(checkpoint), "--repeats", "1", "--size", "40x32", "--in-process",
-                 "--batches", "", "--out", str(report_path)]) == 0
-    fuse = json.loads(report_path.read_text())["results"][0]
-    assert (fuse["kind"], fuse["preset"]) == ("fuse", str(checkpoint)) and fuse["median_s"] > 0
-    assert main(["bench", "--presets", str(tmp_path / "nothing"), "--in-process"]) == 2
-    assert "neither one of" in capsys.readouterr().err
-
-
-def test_bench_runs_the_tiny_preset_in_process(tmp_path, capsys):
-    report_path = tmp_path / "bench.json"
-    code = main(["bench", "--presets", "tiny", "--repeats", "2", "--size", "40x32", "--in-process",
-                 "--batches", "1,2", "--out", str(report_path)])
-    assert code == 0
-    report = json.loads(report_path.read_text())
-    assert json.loads(capsys.readouterr().out) == report
-    assert report["isolated"] is False
-    results = report["results"]
-    assert [(r["kind"], r["preset"], r["device"]) for r in results] == [
-        ("fuse", "tiny", "cpu"), ("average", None, "cpu"), ("metrics", None, "cpu")]
-    assert all(r["size"] == "40x32" and r["runs"] == 2 and r["median_s"] > 0 and r["peak_memory_mb"] > 0
-               for r in results)
-    throughput = report["throughput"]
-    assert [(r["preset"], r["device"], r["batch"], r["pairs"]) for r in throughput] == [
-        ("tiny", "cpu", 1, 2), ("tiny", "cpu", 2, 2)]
-    assert all(r["pairs_per_s"] == pytest.approx(2 / r["median_s"]) and r["runs"] == 2 for r in throughput)
-
-
 # ------------------------------------------------------------------------------------------- fuse a folder
 
 
@@ -238,7 +169,7 @@ def _pair_reference(root: Path, checkpoint: Path, name: str) -> np.ndarray:
 
 @pytest.fixture
 def folder_with_a_corrupt_pair(tmp_path) -> Path:
-    root = _write_pairs(tmp_path / "pairs", ("001", "002", "003"))
+    root = write_pairs(tmp_path / "pairs", ("001", "002", "003"))
     (root / "vi" / "002.png").write_bytes(b"not an image at all")
     return root
 
@@ -303,7 +234,7 @@ def test_fuse_folder_leaves_no_half_file_when_a_write_is_interrupted(pairs, chec
 def test_fuse_folder_in_batches_writes_the_files_of_one_pair_at_a_time(checkpoint, tmp_path):
     """--batch 4 (a chunk of four same-size pairs, then one of one) writes, byte for byte, what --batch 1 writes;
     16-bit TIFFs, in which a last-bit difference of Y_F shows (8-bit PNGs mostly round it away)."""
-    root = _write_pairs(tmp_path / "pairs", ("001", "002", "003", "004", "005"))
+    root = write_pairs(tmp_path / "pairs", ("001", "002", "003", "004", "005"))
     for batch in ("1", "4"):
         assert _fuse_folder(root, checkpoint, tmp_path / batch, "--batch", batch, "--format", "tif") == 0
     one = {p.name: p.read_bytes() for p in sorted((tmp_path / "1").iterdir())}
@@ -459,7 +390,7 @@ def test_an_os_error_on_a_named_output_is_one_line(pairs, checkpoint, tmp_path, 
 
 
 def test_gates_prints_each_layer_with_its_correlation_on_white_noise(tmp_path, checkpoint, capsys):
-    root = _write_pairs(tmp_path / "pairs", ("001", "002"))
+    root = write_pairs(tmp_path / "pairs", ("001", "002"))
     assert main(["gates", str(root), "--checkpoint", str(checkpoint)]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("| layer"))

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from fusion_core import CHECKPOINT_ROOT, load_pipeline, read_pair
-from fusion_core.checkpoint import save_pipeline
 from fusion_core.cli import main
 from fusion_core.imaging import write
 from fusion_core.tasks import guess_task
@@ -61,11 +60,6 @@ def test_task_flag_overrides_the_names(tmp_path, capsys):
     assert f"checkpoint: {CHECKPOINT_ROOT / 'dgd-general'} (--task ivf)" in capsys.readouterr().out
 
 
-@pytest.fixture
-def tiny_checkpoint(tmp_path, tiny_pipeline) -> Path:
-    return save_pipeline(tmp_path / "checkpoint", tiny_pipeline)
-
-
 def _pairs(root: Path, names: tuple[str, ...], a: str = "ir", b: str = "vi") -> Path:
     rng = np.random.default_rng(0)
     for name in names:
@@ -75,7 +69,7 @@ def _pairs(root: Path, names: tuple[str, ...], a: str = "ir", b: str = "vi") -> 
     return root
 
 
-def test_a_folder_names_its_checkpoint_by_its_layout(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+def test_a_folder_names_its_checkpoint_by_its_layout(tmp_path, checkpoint, capsys, monkeypatch):
     chosen = []
     monkeypatch.setattr("fusion_core.cli.fuse.resolve_pipeline", lambda folder, *_: chosen.append(folder) or 1 / 0)
     root = _pairs(tmp_path / "pairs", ("001",), "MRI", "CT")
@@ -97,13 +91,13 @@ def _full_disk(monkeypatch, after: int = 0):
     monkeypatch.setattr(write, "_write_all", full)
 
 
-def test_fuse_on_a_full_disk_keeps_the_old_output_and_exits_1(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+def test_fuse_on_a_full_disk_keeps_the_old_output_and_exits_1(tmp_path, checkpoint, capsys, monkeypatch):
     root = _pairs(tmp_path / "pairs", ("001",))
     output = tmp_path / "x.tif"
     output.write_bytes(b"an earlier, valid result")
     _full_disk(monkeypatch)
     status = main(["fuse", str(root / "ir" / "001.png"), str(root / "vi" / "001.png"), "-o", str(output),
-                   "--checkpoint", str(tiny_checkpoint)])
+                   "--checkpoint", str(checkpoint)])
     errors = capsys.readouterr().err.strip().splitlines()
     assert status == 1
     assert errors == [f"error: not enough disk space to write {output}; free some space or write elsewhere"]
@@ -111,27 +105,27 @@ def test_fuse_on_a_full_disk_keeps_the_old_output_and_exits_1(tmp_path, tiny_che
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "pairs", "x.tif"]
 
 
-def test_a_folder_run_on_a_full_disk_names_the_pair_and_resumes(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+def test_a_folder_run_on_a_full_disk_names_the_pair_and_resumes(tmp_path, checkpoint, capsys, monkeypatch):
     root = _pairs(tmp_path / "pairs", ("001", "002", "003"))
     out = tmp_path / "out"
     _full_disk(monkeypatch, after=1)  # 001 is written, 002 is not
-    status = main(["fuse", str(root), "-o", str(out), "--checkpoint", str(tiny_checkpoint)])
+    status = main(["fuse", str(root), "-o", str(out), "--checkpoint", str(checkpoint)])
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert status == 1
     assert error.startswith("error: stopped at pair 002: not enough disk space to write ")
     assert error.endswith("run the same command again to go on from there")
     assert sorted(p.name for p in out.iterdir()) == ["001.png"]
     monkeypatch.setattr(write, "_write_all", WRITE_ALL)
-    assert main(["fuse", str(root), "-o", str(out), "--checkpoint", str(tiny_checkpoint)]) == 0
+    assert main(["fuse", str(root), "-o", str(out), "--checkpoint", str(checkpoint)]) == 0
     assert "fused 2 pairs, skipped 1 already fused" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["001.png", "002.png", "003.png"]
 
 
-def test_a_size_mismatch_is_refused_in_flag_terms(tmp_path, tiny_checkpoint, capsys):
+def test_a_size_mismatch_is_refused_in_flag_terms(tmp_path, checkpoint, capsys):
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((16, 32), np.uint8)).save(tmp_path / "b.png")
     status = main(["fuse", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "x.png"),
-                   "--checkpoint", str(tiny_checkpoint)])
+                   "--checkpoint", str(checkpoint)])
     error = capsys.readouterr().err
     assert status == 2 and "give --resample to resize B to A's size" in error and "on_size_mismatch" not in error
 
