@@ -398,7 +398,7 @@ class Convention:
 CONVENTIONS: dict[str, Convention] = {
     "standard": Convention(
         "standard", 2.0, "mean", METRIC_DATA_RANGE, 255.0, False,
-        "standard (docs/design.md §4): MI in bits (sum over A and B); SSIM = mean of SSIM(F,A) and SSIM(F,B) "
+        "standard: MI in bits (sum over A and B); SSIM = mean of SSIM(F,A) and SSIM(F,B) "
         "(7x7 window, data range 255); PSNR with peak 255; Qabf with reflected borders",
     ),
     "published": Convention(
