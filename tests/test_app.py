@@ -204,7 +204,7 @@ def test_a_session_keeps_the_outputs_of_its_latest_request_of_each_kind(tmp_path
     evaluation = fusion_app.request_dir("mine", "evaluations")
     second = fusion_app.request_dir("mine", "fused")
     assert not first.exists() and second.is_dir() and evaluation.is_dir()
-    sessions = fusion_app.work_dir / "sessions"
+    sessions = fusion_app.work_dir / "sessions" / "outputs"
     assert {p.relative_to(sessions).parts[1:] for p in (second, evaluation)} == {("fused", second.name),
                                                                               ("evaluations", evaluation.name)}
     outside = fusion_app.request_dir("../../outside", "fused")  # a session hash is sent by the browser
@@ -711,7 +711,7 @@ def refusing_app(tmp_path) -> FusionApp:
 
 def session_outputs(fusion_app: FusionApp, kind: str, session: str = SESSION) -> list[Path]:
     """The request folders of a session's ``kind`` of outputs."""
-    folder = fusion_app.work_dir / "sessions" / session_folder_name(session) / kind
+    folder = fusion_app.work_dir / "sessions" / "outputs" / session_folder_name(session) / kind
     return sorted(folder.iterdir()) if folder.is_dir() else []
 
 
@@ -1152,7 +1152,7 @@ def test_uploads_leave_gradios_cache_keep_no_name_and_go_when_the_session_ends(t
     assert not paths[0].parent.exists()  # Gradio's copy and its folder are gone
     out = fuse(fusion_app, tabs, *paths)  # the browser sends the same paths again
     assert [Path(p).name for p in out[tabs.fuse.downloads]] == ["fused.png", "fused_16bit.tif", "fused.dcm"]
-    uploads = fusion_app.sessions.folder(SESSION) / "uploads"
+    uploads = fusion_app.sessions.upload_folder(SESSION)
     assert len(list(uploads.iterdir())) == 2 and all(p.name.startswith("upload-") for p in uploads.iterdir())
     assert [p for p in tmp_path.rglob("*") if "Doe" in p.name] == []
     fusion_app.end_session(SESSION)
