@@ -2,7 +2,9 @@
 into UI values, and every refused input into a message a person can act on (``gr.Error``), never a traceback:
 any ``ValueError`` of the library during a request is shown with its message. Every message is escaped, since
 Gradio renders a message as HTML and a message may quote a file or zip entry name. An upload is taken into its
-session's folder under a neutral name before it is read (``SessionFolders.upload``).
+session's folder under a neutral name before it is read (``SessionFolders.upload``). What a handler shows, an
+image or a file, is a file it wrote into its request's folder there (an image as PNG: ``write_shown``), served
+from that folder as it is: Gradio keeps no copy in its cache, and the file goes with the session.
 
 Handlers that write several components take the view of their tab (or column) first and return
 ``{component: value}``; components they leave out keep their value. One class per tab (``FuseHandlers``,
@@ -70,6 +72,7 @@ from fusion_app.reports import (
     training_status,
     weight_note,
     write_downloads,
+    write_shown,
 )
 from fusion_app.sessions import SessionFolders, Upload
 from fusion_app.texts import DEFAULT_WINDOW, FROM_SCRATCH, WINDOWS
@@ -210,7 +213,9 @@ class FuseHandlers(AppState):
         except (ImageLoadError, ValueError) as error:
             gr.Warning(escaped(f"{Path(path).name}: {error}"))
             return {column.preview: None, column.info: f"⚠️ {plain(str(error))}"}
-        return {column.preview: to_uint8(image.pixels), column.info: describe_source(image),
+        shown = write_shown(self.request_dir(session, f"preview-{column.file.elem_id}"), "preview",
+                            to_uint8(image.pixels))
+        return {column.preview: shown, column.info: describe_source(image),
                 column.dicom: gr.Group(visible=image.dicom is not None),
                 column.frames: gr.Group(visible=image.frames > 1)}
 
@@ -244,11 +249,14 @@ class FuseHandlers(AppState):
         pipeline, result = self._fuse_pair(name, pair, options, deadline)
         notes = [f"A: {w}" for w in image_a.warnings] + [f"B: {w}" for w in image_b.warnings] + list(pair.warnings)
         is_dicom = image_a.dicom is not None or image_b.dicom is not None
-        a8, b8 = to_uint8(pair.a.pixels), to_uint8(pair.b.pixels)
+        folder = self.request_dir(session, "fused")  # what is shown in "shown", served from there as it is
+        fused = write_shown(folder / "shown", "fused", result.fused)
+        png_a = write_shown(folder / "shown", "source-a", to_uint8(pair.a.pixels))
+        png_b = write_shown(folder / "shown", "source-b", to_uint8(pair.b.pixels))
         shown = {
-            view.fused: result.fused, view.slider_a: (a8, result.fused), view.slider_b: (b8, result.fused),
-            view.downloads: write_downloads(result, pair.b.pixels, self.request_dir(session, "fused"),
-                                            download_stem(upload_a.name, is_dicom), is_dicom),
+            view.fused: fused, view.slider_a: (png_a, fused), view.slider_b: (png_b, fused),
+            view.downloads: write_downloads(result, pair.b.pixels, folder, download_stem(upload_a.name, is_dicom),
+                                            is_dicom),
             view.notes: notes_markdown(name, str(pipeline.device), time.perf_counter() - began, result, notes),
             view.dicom_info: dicom_markdown({f"A ({spec.a})": image_a, f"B ({spec.b})": image_b}),
         }
@@ -259,7 +267,8 @@ class FuseHandlers(AppState):
         yield shown | cleared | {view.metrics: network_table(scores), view.baselines: None,
                                  view.maps.source: source}
         table, baselines = compare_methods(scores, pair.a, pair.b, deadline)
-        yield shown | {view.metrics: table, view.baselines: baselines}
+        yield shown | {view.metrics: table, view.baselines: [
+            (write_shown(folder / "shown", f"baseline-{name}", image), name) for image, name in baselines]}
 
     def draw_maps(self, view: MapsView, source: FusedPair | None, is_open: bool) -> dict:
         """The maps of the last fusion, when the accordion is open: each family on its fixed scale, with the line

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from fusion_app.deadline import Deadline
 from fusion_app.models import RANDOM, ModelStore
@@ -101,6 +102,16 @@ def write_downloads(result: FusionResult, b: np.ndarray, folder: Path, stem: str
     for path in paths:
         write_fused(path, result.y_fused, b)
     return [str(p) for p in paths]
+
+
+def write_shown(folder: Path, name: str, pixels: np.ndarray) -> str:
+    """8-bit ``pixels`` as ``folder/name.png``, the file an image component shows: served from the session's
+    folder as it is, where Gradio would copy an array into its cache (the same PNG pixels either way)."""
+    assert pixels.dtype == np.uint8, pixels.dtype
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    Image.fromarray(pixels).save(path)
+    return str(path)
 
 
 def download_stem(path_a: str, dicom: bool) -> str:
