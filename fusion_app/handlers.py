@@ -55,7 +55,6 @@ from fusion_app.reports import (
     compare_methods,
     describe_source,
     dicom_markdown,
-    download_stem,
     evaluation_means,
     evaluation_rows,
     evaluation_summary,
@@ -255,8 +254,7 @@ class FuseHandlers(AppState):
         png_b = write_shown(folder / "shown", "source-b", to_uint8(pair.b.pixels))
         shown = {
             view.fused: fused, view.slider_a: (png_a, fused), view.slider_b: (png_b, fused),
-            view.downloads: write_downloads(result, pair.b.pixels, folder, download_stem(upload_a.name, is_dicom),
-                                            is_dicom),
+            view.downloads: write_downloads(result, pair.b.pixels, folder, is_dicom),
             view.notes: notes_markdown(name, str(pipeline.device), time.perf_counter() - began, result, notes),
             view.dicom_info: dicom_markdown({f"A ({spec.a})": image_a, f"B ({spec.b})": image_b}),
         }
@@ -421,6 +419,8 @@ class TrainHandlers(AppState):
                 raise InputError(str(error).replace(str(pairs_dir), "the zip")) from None
         finally:
             shutil.rmtree(pairs_dir, ignore_errors=True)
+        if upload is not None:  # what the model card says: never the zip's name, which may be a patient's
+            data = f"an uploaded zip of {len(dataset)} pairs"
         try:
             pipeline = self.models.fresh(start, options.preset, TrainConfig.seed)  # the seed of every app run
         except (ValueError, CheckpointError) as error:

@@ -275,9 +275,8 @@ def test_fuses_an_example_of_each_task(fusion_app, tabs, task):
     shown = pixels(fused)
     assert shown.dtype == np.uint8 and shown.shape == (b.shape if b.ndim == 3 else b.shape[:2])
     assert slider_a[1] is fused and pixels(slider_b[0]).shape[:2] == shown.shape[:2]
-    assert [Path(p).suffix for p in downloads] == [".png", ".tif"] and dicom == ""
+    assert [Path(p).name for p in downloads] == ["fused.png", "fused_16bit.tif"] and dicom == ""
     assert [Path(p).parent for p in downloads] == session_outputs(fusion_app, "fused") * 2  # this request's folder
-    assert Path(downloads[0]).name == f"fused_{pair.name}.png"
     np.testing.assert_array_equal(np.asarray(read_image(downloads[0]).pixels * 255).round(), shown)
     assert "random weights" in notes
     assert "Scored with the standard conventions" in table and "| DGD-Fusion |" in table and "**" in table
@@ -1235,9 +1234,18 @@ def test_a_fusion_leaves_nothing_in_gradios_cache_and_its_files_go_with_the_sess
                                  api_name="/fuse")
         assert files_with_data(cache) == before  # the uploads left it, and no output was copied into it
         shown = fusion_app.sessions.folder(client.session_hash)
+        assert [Path(p).name for p in outputs[3]] == ["fused.png", "fused_16bit.tif"]
         np.testing.assert_array_equal(pixels(outputs[0]), pixels(next(shown.rglob("shown/fused.png"))))
+        assert [p for p in (*work.rglob("*"), *cache.rglob("*"), *downloads.rglob("*")) if "Doe" in p.name] == []
         fusion_app.end_session(client.session_hash)
         assert [p for p in work.rglob("*") if p.is_file()] == [] and files_with_data(cache) == before
     finally:
         demo.close()
 
+
+def test_a_model_card_names_no_uploaded_zip(tmp_path):
+    fusion_app = uploading_app(tmp_path)
+    upload = gradio_upload(tmp_path / "gradio", pair_zip(tmp_path / "made.zip").read_bytes(), "Doe_Jane.zip")
+    _, data, _, _ = fusion_app._training_inputs(tmp_path / "pairs", fusion_app.upload(SESSION, str(upload)), MEDICAL,
+                                                FROM_SCRATCH, TrainOptions(preset="tiny"))
+    assert data == "an uploaded zip of 2 pairs"
