@@ -323,25 +323,29 @@ class EvaluateHandlers(AppState):
                  convention: str, progress=gr.Progress()) -> dict:
         """Fuse and score every pair of a zip (or the bundled examples) with the network and the baselines, and
         score the fused images of any other methods the zip holds (``fused/NAME/``), within ``EVALUATE_SECONDS``.
-        Only the tables and the chart stay on disk, until they are shown."""
+        The zip is unpacked and fused in a scratch folder among the session's uploads, never served: only the
+        tables and the chart move to the request's folder of outputs, which serves them."""
         out_dir = self.request_dir(session, "evaluations")
+        scratch = self.sessions.scratch_dir(session)
         deadline = Deadline.start(limits.EVALUATE_SECONDS, "try fewer or smaller pairs, or `python -m fusion_core "
                                   "evaluate` on your own machine", self.clock)
         try:  # a refused or stopped request leaves nothing behind
             with user_messages():
-                name, pairs, data, external, result = self._evaluate(out_dir, self.upload(session, zip_path), task,
+                name, pairs, data, external, result = self._evaluate(scratch, self.upload(session, zip_path), task,
                                                                      choice, convention, progress, deadline)
+            shown = {key: Path(shutil.move(result.files[key], out_dir / result.files[key].name))
+                     for key in ("means_png", "per_image_csv", "means_csv")}
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
-        for unshown in (out_dir / "pairs", result.files["fused_dir"]):
-            shutil.rmtree(unshown, ignore_errors=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return {
             view.summary: evaluation_summary(len(pairs), data, name, external),
             view.means: evaluation_means(result),
-            view.chart: str(result.files["means_png"]),
+            view.chart: str(shown["means_png"]),
             view.rows: evaluation_rows(result),
-            view.files: [str(result.files["per_image_csv"]), str(result.files["means_csv"])],
+            view.files: [str(shown["per_image_csv"]), str(shown["means_csv"])],
         }
 
     def _evaluate(self, out_dir: Path, upload: Upload | None, task: str, choice: str, convention: str, progress,

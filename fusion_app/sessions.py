@@ -128,6 +128,14 @@ class SessionFolders:
         self.sweep()
         return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=folder / kind))
 
+    def scratch_dir(self, session: str) -> Path:
+        """A new folder for a request's work on an upload (an unpacked zip, images named after its entries), in
+        the session's folder of uploads, never served; the request removes it when done."""
+        folder = self.upload_folder(session)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._touch(session)
+        return Path(tempfile.mkdtemp(prefix="work-", dir=folder))
+
     def upload(self, session: str, path: str | Path) -> Upload:
         """The session's copy of the file Gradio gave a handler at ``path``. A file in Gradio's cache is copied
         into the session's folder under a neutral name the first time, and Gradio's copy and its folder go; a

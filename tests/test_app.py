@@ -1249,3 +1249,24 @@ def test_a_model_card_names_no_uploaded_zip(tmp_path):
     _, data, _, _ = fusion_app._training_inputs(tmp_path / "pairs", fusion_app.upload(SESSION, str(upload)), MEDICAL,
                                                 FROM_SCRATCH, TrainOptions(preset="tiny"))
     assert data == "an uploaded zip of 2 pairs"
+
+
+@pytest.mark.slow
+def test_an_evaluated_zip_is_worked_on_outside_the_served_outputs(tabs, tmp_path):
+    fusion_app, pairs = uploading_app(tmp_path), find_pairs(EXAMPLES_DIR / TASKS[MEDICAL].folder)
+    entries = {f"Doe_Jane/{p.parent.name}/Doe_{p.name}": p.read_bytes() for pair in pairs for p in (pair.a, pair.b)}
+    upload = gradio_upload(tmp_path / "gradio", zip_of(tmp_path / "made.zip", entries).read_bytes(), "pairs.zip")
+    (tmp_path / "made.zip").unlink()
+    served = fusion_app.sessions.outputs
+    seen = []
+
+    def progress(*args, **kwargs):  # while the pairs are fused: their names are on disk, never where it is served
+        seen.append([p for p in served.rglob("*") if "Doe" in p.name])
+
+    out = evaluate(fusion_app, tabs, upload, progress=progress)
+    assert seen and all(names == [] for names in seen)
+    shown = [out[tabs.evaluate.chart], *out[tabs.evaluate.files]]
+    assert [Path(p).parent for p in shown] == session_outputs(fusion_app, "evaluations") * 3
+    assert [p for p in tmp_path.rglob("*") if "Doe" in p.name] == []  # the scratch folder went with the request
+    fusion_app.end_session(SESSION)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
