@@ -273,7 +273,7 @@ class FuseHandlers(AppState):
         that says how much it depends on this image, measured against the maps the same network draws for
         uniform noise of the same size and seed (one more pass of the network, within ``FUSE_SECONDS``)."""
         if not is_open:
-            return {}
+            return gr.skip()  # every map as it is (an empty dict is refused by gradio as too few values)
         if source is None:
             return {view.weight_note: "Fuse a pair to see its maps here."}
         if source.maps is None:

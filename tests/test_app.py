@@ -284,7 +284,7 @@ def test_fuses_an_example_of_each_task(fusion_app, tabs, task):
     assert [name for _, name in baselines] == ["average", "max", "laplacian", "guided_filter"]
     source = out[view.maps.source]
     assert source.checkpoint == RANDOM and source.maps is not None and source.names == (TASKS[task].a, TASKS[task].b)
-    assert fusion_app.draw_maps(view.maps, source, False) == {}  # a closed accordion costs nothing
+    assert fusion_app.draw_maps(view.maps, source, False) == gr.skip()  # a closed accordion costs nothing
     maps = fusion_app.draw_maps(view.maps, source, True)
     assert set(maps) == set(view.maps.outputs()) and all(maps[plot] is not None for plot in (
         view.maps.weight, view.maps.gates, view.maps.attention, view.maps.experts))
