@@ -7,7 +7,8 @@ CPU-heavy ones share one concurrency group and one bounded queue, each within a 
 follows a training run. ``build_demo`` puts the tabs together, with the queue and the removal of a session's
 outputs and uploads when it ends (and on a timer for sessions that end without saying so); ``main`` launches.
 Gradio's cache is a folder of the app's own (``GRADIO_TEMP_DIR``, set before gradio is imported), so the app may
-sweep what Gradio leaves in it. Pipelines load lazily, once per checkpoint
+sweep what Gradio leaves in it; the sessions' outputs never enter it, served from their own folders (a static
+path). Pipelines load lazily, once per checkpoint
 (``fusion_app.models.ModelStore``), so ``import app`` stays cheap and nothing is fetched from the network at start.
 
 Paper: Di, Huo, Wang, Liu, Lian, J. Harbin Inst. Technol. 2026, DOI 10.11918/202507016.
@@ -116,6 +117,9 @@ def build_demo(app: FusionApp | None = None) -> gr.Blocks:
     then the queue; a session's outputs and uploads go when it ends, and every ``SWEEP_SECONDS`` those of the
     sessions idle for ``KEEP_OUTPUTS_SECONDS``, with the empty leftovers of Gradio's cache."""
     app = app or FusionApp()
+    # the sessions' outputs are served from their folders as they are, not copied into Gradio's cache, so they go
+    # with their session; every name in that tree is the app's, and no upload is ever in it (fusion_app.sessions)
+    gr.set_static_paths(paths=[app.sessions.outputs])
     with gr.Blocks(title="DGD-Fusion", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(DESCRIPTION)
         tabs = build_tabs(app)

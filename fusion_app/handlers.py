@@ -2,7 +2,9 @@
 into UI values, and every refused input into a message a person can act on (``gr.Error``), never a traceback:
 any ``ValueError`` of the library during a request is shown with its message. Every message is escaped, since
 Gradio renders a message as HTML and a message may quote a file or zip entry name. An upload is taken into its
-session's folder under a neutral name before it is read (``SessionFolders.upload``).
+session's folder under a neutral name before it is read (``SessionFolders.upload``). What a handler shows, an
+image or a file, is a file it wrote into its request's folder there (an image as PNG: ``write_shown``), served
+from that folder as it is: Gradio keeps no copy in its cache, and the file goes with the session.
 
 Handlers that write several components take the view of their tab (or column) first and return
 ``{component: value}``; components they leave out keep their value. One class per tab (``FuseHandlers``,
@@ -53,7 +55,6 @@ from fusion_app.reports import (
     compare_methods,
     describe_source,
     dicom_markdown,
-    download_stem,
     evaluation_means,
     evaluation_rows,
     evaluation_summary,
@@ -70,6 +71,7 @@ from fusion_app.reports import (
     training_status,
     weight_note,
     write_downloads,
+    write_shown,
 )
 from fusion_app.sessions import SessionFolders, Upload
 from fusion_app.texts import DEFAULT_WINDOW, FROM_SCRATCH, WINDOWS
@@ -211,7 +213,9 @@ class FuseHandlers(AppState):
         except (ImageLoadError, ValueError) as error:
             gr.Warning(escaped(f"{Path(path).name}: {error}"))
             return {column.preview: None, column.info: f"⚠️ {plain(str(error))}"}
-        return {column.preview: to_uint8(image.pixels), column.info: describe_source(image),
+        shown = write_shown(self.request_dir(session, f"preview-{column.file.elem_id}"), "preview",
+                            to_uint8(image.pixels))
+        return {column.preview: shown, column.info: describe_source(image),
                 column.dicom: gr.Group(visible=image.dicom is not None),
                 column.frames: gr.Group(visible=image.frames > 1)}
 
@@ -245,11 +249,13 @@ class FuseHandlers(AppState):
         pipeline, result = self._fuse_pair(name, pair, options, deadline)
         notes = [f"A: {w}" for w in image_a.warnings] + [f"B: {w}" for w in image_b.warnings] + list(pair.warnings)
         is_dicom = image_a.dicom is not None or image_b.dicom is not None
-        a8, b8 = to_uint8(pair.a.pixels), to_uint8(pair.b.pixels)
+        folder = self.request_dir(session, "fused")  # what is shown in "shown", served from there as it is
+        fused = write_shown(folder / "shown", "fused", result.fused)
+        png_a = write_shown(folder / "shown", "source-a", to_uint8(pair.a.pixels))
+        png_b = write_shown(folder / "shown", "source-b", to_uint8(pair.b.pixels))
         shown = {
-            view.fused: result.fused, view.slider_a: (a8, result.fused), view.slider_b: (b8, result.fused),
-            view.downloads: write_downloads(result, pair.b.pixels, self.request_dir(session, "fused"),
-                                            download_stem(upload_a.name, is_dicom), is_dicom),
+            view.fused: fused, view.slider_a: (png_a, fused), view.slider_b: (png_b, fused),
+            view.downloads: write_downloads(result, pair.b.pixels, folder, is_dicom),
             view.notes: notes_markdown(name, str(pipeline.device), time.perf_counter() - began, result, notes),
             view.dicom_info: dicom_markdown({f"A ({spec.a})": image_a, f"B ({spec.b})": image_b}),
         }
@@ -260,14 +266,15 @@ class FuseHandlers(AppState):
         yield shown | cleared | {view.metrics: network_table(scores), view.baselines: None,
                                  view.maps.source: source}
         table, baselines = compare_methods(scores, pair.a, pair.b, deadline)
-        yield shown | {view.metrics: table, view.baselines: baselines}
+        yield shown | {view.metrics: table, view.baselines: [
+            (write_shown(folder / "shown", f"baseline-{name}", image), name) for image, name in baselines]}
 
     def draw_maps(self, view: MapsView, source: FusedPair | None, is_open: bool) -> dict:
         """The maps of the last fusion, when the accordion is open: each family on its fixed scale, with the line
         that says how much it depends on this image, measured against the maps the same network draws for
         uniform noise of the same size and seed (one more pass of the network, within ``FUSE_SECONDS``)."""
         if not is_open:
-            return {}
+            return gr.skip()  # every map as it is (an empty dict is refused by gradio as too few values)
         if source is None:
             return {view.weight_note: "Fuse a pair to see its maps here."}
         if source.maps is None:
@@ -317,25 +324,29 @@ class EvaluateHandlers(AppState):
                  convention: str, progress=gr.Progress()) -> dict:
         """Fuse and score every pair of a zip (or the bundled examples) with the network and the baselines, and
         score the fused images of any other methods the zip holds (``fused/NAME/``), within ``EVALUATE_SECONDS``.
-        Only the tables and the chart stay on disk, until they are shown."""
+        The zip is unpacked and fused in a scratch folder among the session's uploads, never served: only the
+        tables and the chart move to the request's folder of outputs, which serves them."""
         out_dir = self.request_dir(session, "evaluations")
+        scratch = self.sessions.scratch_dir(session)
         deadline = Deadline.start(limits.EVALUATE_SECONDS, "try fewer or smaller pairs, or `python -m fusion_core "
                                   "evaluate` on your own machine", self.clock)
         try:  # a refused or stopped request leaves nothing behind
             with user_messages():
-                name, pairs, data, external, result = self._evaluate(out_dir, self.upload(session, zip_path), task,
+                name, pairs, data, external, result = self._evaluate(scratch, self.upload(session, zip_path), task,
                                                                      choice, convention, progress, deadline)
+            shown = {key: Path(shutil.move(result.files[key], out_dir / result.files[key].name))
+                     for key in ("means_png", "per_image_csv", "means_csv")}
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
-        for unshown in (out_dir / "pairs", result.files["fused_dir"]):
-            shutil.rmtree(unshown, ignore_errors=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return {
             view.summary: evaluation_summary(len(pairs), data, name, external),
             view.means: evaluation_means(result),
-            view.chart: str(result.files["means_png"]),
+            view.chart: str(shown["means_png"]),
             view.rows: evaluation_rows(result),
-            view.files: [str(result.files["per_image_csv"]), str(result.files["means_csv"])],
+            view.files: [str(shown["per_image_csv"]), str(shown["means_csv"])],
         }
 
     def _evaluate(self, out_dir: Path, upload: Upload | None, task: str, choice: str, convention: str, progress,
@@ -414,6 +425,8 @@ class TrainHandlers(AppState):
                 raise InputError(str(error).replace(str(pairs_dir), "the zip")) from None
         finally:
             shutil.rmtree(pairs_dir, ignore_errors=True)
+        if upload is not None:  # what the model card says: never the zip's name, which may be a patient's
+            data = f"an uploaded zip of {len(dataset)} pairs"
         try:
             pipeline = self.models.fresh(start, options.preset, TrainConfig.seed)  # the seed of every app run
         except (ValueError, CheckpointError) as error:

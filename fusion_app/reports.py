@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from fusion_app.deadline import Deadline
 from fusion_app.models import RANDOM, ModelStore
@@ -93,22 +94,26 @@ def compare_methods(scores: dict[str, dict[str, float]], a: LoadedImage, b: Load
         (image, name) for name, image in baselines.items()]
 
 
-def write_downloads(result: FusionResult, b: np.ndarray, folder: Path, stem: str, dicom: bool) -> list[str]:
+def write_downloads(result: FusionResult, b: np.ndarray, folder: Path, dicom: bool) -> list[str]:
     """PNG, 16-bit TIFF (the full-precision luminance, in B's colour) and, for DICOM inputs, a Secondary Capture:
-    the files ``python -m fusion_core fuse`` writes, through the same ``write_fused``."""
+    the files ``python -m fusion_core fuse`` writes, through the same ``write_fused``. Their names are neutral
+    (``fused.png``, ``fused_16bit.tif``, ``fused.dcm``), never the upload's: a file is often named after its
+    patient, and the name a browser saves a download under is the file's."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{stem}.png", folder / f"{stem}_16bit.tif", *([folder / f"{stem}.dcm"] if dicom else [])]
+    paths = [folder / "fused.png", folder / "fused_16bit.tif", *([folder / "fused.dcm"] if dicom else [])]
     for path in paths:
         write_fused(path, result.y_fused, b)
     return [str(p) for p in paths]
 
 
-def download_stem(path_a: str, dicom: bool) -> str:
-    """The name of the downloads: the upload's for images, a neutral one when a source is DICOM (a DICOM file is
-    often named after its patient, and that name must not travel with the result)."""
-    if dicom:
-        return "fused"
-    return "fused_" + (re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path_a).stem)[:40] or "pair")
+def write_shown(folder: Path, name: str, pixels: np.ndarray) -> str:
+    """8-bit ``pixels`` as ``folder/name.png``, the file an image component shows: served from the session's
+    folder as it is, where Gradio would copy an array into its cache (the same PNG pixels either way)."""
+    assert pixels.dtype == np.uint8, pixels.dtype
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    Image.fromarray(pixels).save(path)
+    return str(path)
 
 
 def dicom_markdown(images: dict[str, LoadedImage]) -> str:

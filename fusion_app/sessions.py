@@ -1,6 +1,11 @@
-"""Per-session folders: ``ROOT/SESSION/KIND/REQUEST`` for a request's outputs, replaced by the session's next
-request of a kind, and ``ROOT/SESSION/uploads`` for its uploads under neutral names; all removed when the
-session ends, swept when a session stays idle for ``KEEP_OUTPUTS_SECONDS``.
+"""Per-session folders, in two trees: ``ROOT/outputs/SESSION/KIND/REQUEST`` for a request's outputs, replaced by
+the session's next request of a kind, and ``ROOT/uploads/SESSION`` for its uploads under neutral names; both
+removed when the session ends, swept when a session stays idle for ``KEEP_OUTPUTS_SECONDS``.
+
+Outputs: the app serves them from ``ROOT/outputs`` as it is (a static path of Gradio's, set by app.py), so Gradio
+keeps no copy of them in its cache, and removing a session's folder removes them for good. Every name in that
+tree is made by the app (hashed session, kind, a fresh folder per request, fixed file names), and no upload is
+ever kept there: an upload is in the other tree, which is never served.
 
 Uploads: Gradio hands a handler the path of an uploaded file in its cache, a folder named after the file's
 content holding the file under the name it was uploaded with (a DICOM file is often named after its patient).
@@ -8,10 +13,9 @@ content holding the file under the name it was uploaded with (a DICOM file is of
 its folder, and remembers the path for the session's later events, which send the same path again: no file on
 disk keeps the upload's name, which only the session's memory holds. Gradio keeps its copies of the bundled
 examples in its cache too, for every session: a file identical to one of ``examples`` stays where it is. The app
-owns Gradio's cache folder (the
-``GRADIO_TEMP_DIR`` it sets before gradio is imported), so ``sweep_cache`` may also remove the empty files and
-folders Gradio leaves at its top (an empty temporary file per uploaded file and event; the folders of files
-that ``delete_cache`` removed). No gradio here.
+owns Gradio's cache folder (the ``GRADIO_TEMP_DIR`` it sets before gradio is imported), so ``sweep_cache`` may
+also remove the empty files and folders Gradio leaves at its top (an empty temporary file per uploaded file and
+event; the folders of files that ``delete_cache`` removed). No gradio here.
 """
 
 from __future__ import annotations
@@ -95,19 +99,42 @@ class SessionFolders:
         self._uploads: dict[str, dict[str, Upload]] = {}  # session folder -> Gradio's path -> the session's copy
         self._lock = threading.Lock()
 
+    @property
+    def outputs(self) -> Path:
+        """The tree of every session's outputs, which the app serves as it is (never an upload in it)."""
+        return self.root / "outputs"
+
+    @property
+    def uploads(self) -> Path:
+        """The tree of every session's uploads, never served."""
+        return self.root / "uploads"
+
     def folder(self, session: str) -> Path:
-        return self.root / session_folder_name(session)
+        """The session's folder of outputs."""
+        return self.outputs / session_folder_name(session)
+
+    def upload_folder(self, session: str) -> Path:
+        """The session's folder of uploads."""
+        return self.uploads / session_folder_name(session)
 
     def request_dir(self, session: str, kind: str) -> Path:
-        """A new folder for one request's outputs. The session's earlier ones of this ``kind`` go: their files
-        were copied into Gradio's cache when they were shown. So do the folders of sessions idle for
-        ``KEEP_OUTPUTS_SECONDS``, which ended without saying so."""
+        """A new folder for one request's outputs. The session's earlier ones of this ``kind`` go: what they
+        showed is replaced by this request's. So do the folders of sessions idle for ``KEEP_OUTPUTS_SECONDS``,
+        which ended without saying so."""
         folder = self.folder(session)
         shutil.rmtree(folder / kind, ignore_errors=True)
         (folder / kind).mkdir(parents=True, exist_ok=True)
-        os.utime(folder)  # the session's last activity, which prune reads
+        self._touch(session)
         self.sweep()
         return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=folder / kind))
+
+    def scratch_dir(self, session: str) -> Path:
+        """A new folder for a request's work on an upload (an unpacked zip, images named after its entries), in
+        the session's folder of uploads, never served; the request removes it when done."""
+        folder = self.upload_folder(session)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._touch(session)
+        return Path(tempfile.mkdtemp(prefix="work-", dir=folder))
 
     def upload(self, session: str, path: str | Path) -> Upload:
         """The session's copy of the file Gradio gave a handler at ``path``. A file in Gradio's cache is copied
@@ -134,13 +161,15 @@ class SessionFolders:
         with self._lock:
             self._uploads.pop(session_folder_name(session), None)
         shutil.rmtree(self.folder(session), ignore_errors=True)
+        shutil.rmtree(self.upload_folder(session), ignore_errors=True)
 
     def sweep(self) -> None:
         """The folders of sessions idle for ``KEEP_OUTPUTS_SECONDS`` go (with what the app remembers of their
         uploads), and the empty leftovers at the top of Gradio's cache older than ``CACHE_LEFTOVER_SECONDS``."""
-        prune(self.root, limits.KEEP_OUTPUTS_SECONDS)
+        prune(self.outputs, limits.KEEP_OUTPUTS_SECONDS)
+        prune(self.uploads, limits.KEEP_OUTPUTS_SECONDS)
         with self._lock:
-            for key in [k for k in self._uploads if not (self.root / k).is_dir()]:
+            for key in [k for k in self._uploads if not (self.uploads / k).is_dir()]:
                 del self._uploads[key]
         if self.cache is not None:
             sweep_cache(self.cache, limits.CACHE_LEFTOVER_SECONDS)
@@ -163,12 +192,19 @@ class SessionFolders:
         if source is None:
             raise UploadGone(f"The uploaded file {path.name} is no longer on the server (uploads are deleted when "
                              "a session ends or stays idle); upload it again.")
-        folder = self.folder(session) / "uploads"
+        folder = self.upload_folder(session)
         folder.mkdir(parents=True, exist_ok=True)
-        os.utime(self.folder(session))  # the session's last activity, which prune reads
+        self._touch(session)
         upload = Upload(folder / neutral_name(path.name), path.name)
         shutil.copyfile(source, upload.path)
         return upload
+
+    def _touch(self, session: str) -> None:
+        """Mark the session's folders as active now (``prune`` reads their times): its uploads stay as long as
+        it makes requests, and its outputs as long as it uploads."""
+        for folder in (self.folder(session), self.upload_folder(session)):
+            if folder.is_dir():
+                os.utime(folder)
 
     def _in_cache(self, path: Path) -> bool:
         return self.cache is not None and path.resolve().is_relative_to(self.cache.resolve())

@@ -24,6 +24,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 import app
 from fusion_app import handlers, inputs, limits
@@ -102,6 +103,12 @@ def fuse(fusion_app: FusionApp, tabs: Tabs, a, b, task: str = MEDICAL, choice: s
     assert "| DGD-Fusion |" in first[view.metrics] and "| average |" not in first[view.metrics]
     assert "Fusing and scoring the classical baselines" in first[view.metrics]
     return first | rest[0]
+
+
+def pixels(path: str) -> np.ndarray:
+    """The pixels of a PNG a handler wrote for an image component to show."""
+    assert Path(path).suffix == ".png"
+    return np.asarray(Image.open(path))
 
 
 def evaluate(fusion_app: FusionApp, tabs: Tabs, zip_path, task: str = MEDICAL, choice: str = AUTO,
@@ -204,7 +211,7 @@ def test_a_session_keeps_the_outputs_of_its_latest_request_of_each_kind(tmp_path
     evaluation = fusion_app.request_dir("mine", "evaluations")
     second = fusion_app.request_dir("mine", "fused")
     assert not first.exists() and second.is_dir() and evaluation.is_dir()
-    sessions = fusion_app.work_dir / "sessions"
+    sessions = fusion_app.work_dir / "sessions" / "outputs"
     assert {p.relative_to(sessions).parts[1:] for p in (second, evaluation)} == {("fused", second.name),
                                                                               ("evaluations", evaluation.name)}
     outside = fusion_app.request_dir("../../outside", "fused")  # a session hash is sent by the browser
@@ -265,19 +272,19 @@ def test_fuses_an_example_of_each_task(fusion_app, tabs, task):
     slider_a, slider_b, dicom = out[view.slider_a], out[view.slider_b], out[view.dicom_info]
     baselines = out[view.baselines]
     b = read_image(pair.b).pixels
-    assert fused.dtype == np.uint8 and fused.shape == (b.shape if b.ndim == 3 else b.shape[:2])
-    assert slider_a[1] is fused and slider_b[0].shape[:2] == fused.shape[:2]
-    assert [Path(p).suffix for p in downloads] == [".png", ".tif"] and dicom == ""
+    shown = pixels(fused)
+    assert shown.dtype == np.uint8 and shown.shape == (b.shape if b.ndim == 3 else b.shape[:2])
+    assert slider_a[1] is fused and pixels(slider_b[0]).shape[:2] == shown.shape[:2]
+    assert [Path(p).name for p in downloads] == ["fused.png", "fused_16bit.tif"] and dicom == ""
     assert [Path(p).parent for p in downloads] == session_outputs(fusion_app, "fused") * 2  # this request's folder
-    assert Path(downloads[0]).name == f"fused_{pair.name}.png"
-    np.testing.assert_array_equal(np.asarray(read_image(downloads[0]).pixels * 255).round(), fused)
+    np.testing.assert_array_equal(np.asarray(read_image(downloads[0]).pixels * 255).round(), shown)
     assert "random weights" in notes
     assert "Scored with the standard conventions" in table and "| DGD-Fusion |" in table and "**" in table
     assert "docs/" not in table and "§" not in table
     assert [name for _, name in baselines] == ["average", "max", "laplacian", "guided_filter"]
     source = out[view.maps.source]
     assert source.checkpoint == RANDOM and source.maps is not None and source.names == (TASKS[task].a, TASKS[task].b)
-    assert fusion_app.draw_maps(view.maps, source, False) == {}  # a closed accordion costs nothing
+    assert fusion_app.draw_maps(view.maps, source, False) == gr.skip()  # a closed accordion costs nothing
     maps = fusion_app.draw_maps(view.maps, source, True)
     assert set(maps) == set(view.maps.outputs()) and all(maps[plot] is not None for plot in (
         view.maps.weight, view.maps.gates, view.maps.attention, view.maps.experts))
@@ -294,7 +301,7 @@ def test_fuses_a_dicom_pair_and_exports_dicom(fusion_app, tabs, tmp_path):
         write_dicom_secondary_capture(paths[-1], read_image(source).pixels, modality_hint=modality)
     column = tabs.fuse.source_a
     shown = fusion_app.preview(column, SESSION, str(paths[0]), DEFAULT_WINDOW, 0)
-    assert shown[column.preview].shape == (256, 256) and shown[column.info].startswith("DICOM MR")
+    assert pixels(shown[column.preview]).shape == (256, 256) and shown[column.info].startswith("DICOM MR")
     assert shown[column.dicom].visible and not shown[column.frames].visible  # one frame: nothing to choose
     out = fuse(fusion_app, tabs, *paths, window_b="bone (W 2000, L 500)")
     downloads, summary = out[tabs.fuse.downloads], out[tabs.fuse.dicom_info]
@@ -308,7 +315,7 @@ def test_a_new_upload_resets_its_dicom_options_and_shows_its_preview(fusion_app,
     column = tabs.fuse.source_b
     shown = fusion_app.source_changed(column, SESSION, str(EXAMPLES[MEDICAL].b))
     assert shown[column.window]["value"] == DEFAULT_WINDOW and shown[column.frame]["value"] == 0
-    assert shown[column.preview].shape == (256, 256) and not shown[column.dicom].visible
+    assert pixels(shown[column.preview]).shape == (256, 256) and not shown[column.dicom].visible
     assert not shown[column.frames].visible
     cleared = fusion_app.source_changed(column, SESSION, None)
     assert cleared[column.preview] is None and cleared[column.info] == ""
@@ -326,8 +333,9 @@ def test_a_multi_page_tiff_shows_its_frame_choice_and_the_frame_read(fusion_app,
     shown = fusion_app.source_changed(column, SESSION, str(tiff))
     assert shown[column.frames].visible and not shown[column.dicom].visible
     assert shown[column.info] == "256 × 256 px · 8-bit · gray · 2 frames"
+    first = pixels(shown[column.preview])  # the next preview of this column replaces its file
     second = fusion_app.preview(column, SESSION, str(tiff), DEFAULT_WINDOW, 1)[column.preview]
-    np.testing.assert_array_equal(second, 255 - shown[column.preview])
+    np.testing.assert_array_equal(pixels(second), 255 - first)
 
 
 @pytest.mark.slow
@@ -366,7 +374,7 @@ def test_bad_preview_warns_and_keeps_working(fusion_app, tabs, tmp_path):
     assert shown[column.preview] is None and "not a recognised image" in shown[column.info]
     assert column.dicom not in shown  # the DICOM options stay as they were
     shown = fusion_app.preview(column, SESSION, str(EXAMPLES[MEDICAL].a), DEFAULT_WINDOW, 0)
-    assert shown[column.preview].shape == (256, 256)
+    assert pixels(shown[column.preview]).shape == (256, 256)
 
 
 @pytest.mark.slow
@@ -376,7 +384,7 @@ def test_size_mismatch_asks_for_resampling_then_resamples(fusion_app, tabs):
         fuse(fusion_app, tabs, medical.a, ivf.b)
     out = fuse(fusion_app, tabs, medical.a, ivf.b, resample=True, align=True)
     notes = out[tabs.fuse.notes]
-    assert out[tabs.fuse.fused].shape == (256, 256, 3) and "resized" in notes and "shifted" in notes
+    assert pixels(out[tabs.fuse.fused]).shape == (256, 256, 3) and "resized" in notes and "shifted" in notes
 
 
 @pytest.mark.parametrize("timesteps, message", [("five", "whole numbers"), ("5, 50", "reads 3 feature timesteps")])
@@ -711,7 +719,7 @@ def refusing_app(tmp_path) -> FusionApp:
 
 def session_outputs(fusion_app: FusionApp, kind: str, session: str = SESSION) -> list[Path]:
     """The request folders of a session's ``kind`` of outputs."""
-    folder = fusion_app.work_dir / "sessions" / session_folder_name(session) / kind
+    folder = fusion_app.work_dir / "sessions" / "outputs" / session_folder_name(session) / kind
     return sorted(folder.iterdir()) if folder.is_dir() else []
 
 
@@ -780,7 +788,7 @@ def test_a_fusion_out_of_time_keeps_its_image_and_stops_the_comparison(tabs, tmp
     clock = Clock()
     steps = fuse_steps(timed_app(tmp_path, clock), tabs, EXAMPLES[MEDICAL].a, EXAMPLES[MEDICAL].b)
     first = next(steps)
-    assert first[tabs.fuse.fused].shape == (256, 256) and "| DGD-Fusion |" in first[tabs.fuse.metrics]
+    assert pixels(first[tabs.fuse.fused]).shape == (256, 256) and "| DGD-Fusion |" in first[tabs.fuse.metrics]
     clock.now += limits.FUSE_SECONDS + 1
     with pytest.raises(gr.Error) as error:
         next(steps)
@@ -1148,11 +1156,11 @@ def test_uploads_leave_gradios_cache_keep_no_name_and_go_when_the_session_ends(t
         paths.append(gradio_upload(tmp_path / "gradio", made.read_bytes(), f"Doe_Jane_{modality}.dcm"))
         made.unlink()
     column = tabs.fuse.source_a
-    assert fusion_app.source_changed(column, SESSION, str(paths[0]))[column.preview].shape == (256, 256)
+    assert pixels(fusion_app.source_changed(column, SESSION, str(paths[0]))[column.preview]).shape == (256, 256)
     assert not paths[0].parent.exists()  # Gradio's copy and its folder are gone
     out = fuse(fusion_app, tabs, *paths)  # the browser sends the same paths again
     assert [Path(p).name for p in out[tabs.fuse.downloads]] == ["fused.png", "fused_16bit.tif", "fused.dcm"]
-    uploads = fusion_app.sessions.folder(SESSION) / "uploads"
+    uploads = fusion_app.sessions.upload_folder(SESSION)
     assert len(list(uploads.iterdir())) == 2 and all(p.name.startswith("upload-") for p in uploads.iterdir())
     assert [p for p in tmp_path.rglob("*") if "Doe" in p.name] == []
     fusion_app.end_session(SESSION)
@@ -1189,3 +1197,76 @@ def test_one_upload_sent_by_two_sessions_is_copied_for_each(tmp_path):
     assert mine.name == theirs.name == "scan.png" and not path.exists()
     fusion_app.end_session("mine")
     assert fusion_app.upload("theirs", str(path)) == theirs
+
+
+def renamed_copy(source: Path, path: Path) -> Path:
+    """``source``'s pixels under another name, as a PNG of other bytes (a text chunk): not a bundled example."""
+    info = PngInfo()
+    info.add_text("Comment", "a copy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(source).save(path, pnginfo=info)
+    return path
+
+
+def files_with_data(folder: Path) -> dict[str, int]:
+    """The files of ``folder`` that hold data, with their sizes (Gradio also leaves empty temporary files at the
+    top of its cache, which the sweep removes)."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*")
+            if p.is_file() and p.stat().st_size > 0}
+
+
+@pytest.mark.slow
+def test_a_fusion_leaves_nothing_in_gradios_cache_and_its_files_go_with_the_session(tmp_path, monkeypatch):
+    cache, work, downloads = tmp_path / "gradio", tmp_path / "work", tmp_path / "downloads"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))  # read as the components are built
+    fusion_app = FusionApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), work, cache=cache)
+    demo = app.build_demo(fusion_app)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+                **app.LAUNCH_OPTIONS)
+    try:
+        pair = EXAMPLES["Infrared + visible"]
+        a = renamed_copy(pair.a, tmp_path / "sent" / "Doe_Jane_infrared.png")
+        b = renamed_copy(pair.b, tmp_path / "sent" / "Doe_Jane_visible.png")
+        client = Client(demo.local_url, verbose=False, analytics_enabled=False, download_files=str(downloads))
+        before = files_with_data(cache)
+        outputs = client.predict(handle_file(str(a)), handle_file(str(b)), "Infrared + visible", AUTO,
+                                 DEFAULT_WINDOW, 0, DEFAULT_WINDOW, 0, "5, 50, 100", 0, False, False,
+                                 api_name="/fuse")
+        assert files_with_data(cache) == before  # the uploads left it, and no output was copied into it
+        shown = fusion_app.sessions.folder(client.session_hash)
+        assert [Path(p).name for p in outputs[3]] == ["fused.png", "fused_16bit.tif"]
+        np.testing.assert_array_equal(pixels(outputs[0]), pixels(next(shown.rglob("shown/fused.png"))))
+        assert [p for p in (*work.rglob("*"), *cache.rglob("*"), *downloads.rglob("*")) if "Doe" in p.name] == []
+        fusion_app.end_session(client.session_hash)
+        assert [p for p in work.rglob("*") if p.is_file()] == [] and files_with_data(cache) == before
+    finally:
+        demo.close()
+
+
+def test_a_model_card_names_no_uploaded_zip(tmp_path):
+    fusion_app = uploading_app(tmp_path)
+    upload = gradio_upload(tmp_path / "gradio", pair_zip(tmp_path / "made.zip").read_bytes(), "Doe_Jane.zip")
+    _, data, _, _ = fusion_app._training_inputs(tmp_path / "pairs", fusion_app.upload(SESSION, str(upload)), MEDICAL,
+                                                FROM_SCRATCH, TrainOptions(preset="tiny"))
+    assert data == "an uploaded zip of 2 pairs"
+
+
+@pytest.mark.slow
+def test_an_evaluated_zip_is_worked_on_outside_the_served_outputs(tabs, tmp_path):
+    fusion_app, pairs = uploading_app(tmp_path), find_pairs(EXAMPLES_DIR / TASKS[MEDICAL].folder)
+    entries = {f"Doe_Jane/{p.parent.name}/Doe_{p.name}": p.read_bytes() for pair in pairs for p in (pair.a, pair.b)}
+    upload = gradio_upload(tmp_path / "gradio", zip_of(tmp_path / "made.zip", entries).read_bytes(), "pairs.zip")
+    (tmp_path / "made.zip").unlink()
+    served = fusion_app.sessions.outputs
+    seen = []
+
+    def progress(*args, **kwargs):  # while the pairs are fused: their names are on disk, never where it is served
+        seen.append([p for p in served.rglob("*") if "Doe" in p.name])
+
+    out = evaluate(fusion_app, tabs, upload, progress=progress)
+    assert seen and all(names == [] for names in seen)
+    shown = [out[tabs.evaluate.chart], *out[tabs.evaluate.files]]
+    assert [Path(p).parent for p in shown] == session_outputs(fusion_app, "evaluations") * 3
+    assert [p for p in tmp_path.rglob("*") if "Doe" in p.name] == []  # the scratch folder went with the request
+    fusion_app.end_session(SESSION)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -119,7 +119,7 @@ def check_visible_text(page, served, tab: str) -> None:
     url, work = served
     found = [word for word in (*FORBIDDEN, str(work)) if word in text]
     found += HASH.findall(text)
-    sessions = {*page.sessions, *(p.name for p in (work / "sessions").glob("*"))}
+    sessions = {*page.sessions, *(p.name for p in (work / "sessions").glob("*/*"))}  # outputs/ID, uploads/ID
     found += [session for session in sessions if session in text]
     assert found == [], f"{tab} tab shows {found}"
 
