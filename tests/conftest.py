@@ -10,11 +10,18 @@ import json
 import signal
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
+from gradio_client import Client
 from PIL import Image
 
+import app
+from app_support import free_port
+from fusion_app.handlers import FusionApp
+from fusion_app.models import ModelStore
+from fusion_app.views import Tabs, build_tabs
 from fusion_core.checkpoint import save_pipeline
 from fusion_core.config import PRESETS, FusionConfig, FusionHeadConfig, UNetConfig
 from fusion_core.data import PairDataset
@@ -153,3 +160,35 @@ def write_pairs(root: Path, names: tuple[str, ...], colour: bool = True) -> Path
 @pytest.fixture
 def checkpoint(tmp_path, tiny_pipeline) -> Path:
     return save_pipeline(tmp_path / "checkpoint", tiny_pipeline)
+
+
+# ---------------------------------------------------------------- the app's, for every test_app_* file
+
+
+@pytest.fixture(scope="module")
+def fusion_app(tmp_path_factory) -> FusionApp:
+    root = tmp_path_factory.mktemp("app")
+    return FusionApp(ModelStore(root / "no-checkpoints", fallback_preset="tiny"), root / "work", poll_seconds=0.1)
+
+
+@pytest.fixture(scope="module")
+def tabs(fusion_app) -> Tabs:
+    """The components the handlers name (in a Blocks that is never launched)."""
+    with gr.Blocks():
+        return build_tabs(fusion_app)
+
+
+@pytest.fixture(scope="module")
+def client(fusion_app, tmp_path_factory):
+    demo = app.build_demo(fusion_app)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+                **app.LAUNCH_OPTIONS)
+    yield Client(demo.local_url, verbose=False, analytics_enabled=False,
+                 download_files=str(tmp_path_factory.mktemp("downloads")))
+    demo.close()
+
+
+@pytest.fixture
+def refusing_app(tmp_path) -> FusionApp:
+    """An app of its own, so that its work folder shows what a refused evaluation left."""
+    return FusionApp(ModelStore(tmp_path / "no-checkpoints", fallback_preset="tiny"), tmp_path / "work")
