@@ -76,7 +76,6 @@ def methods_of(args: argparse.Namespace, device: str, seed: int, external: dict[
 # What the library says in Python terms -> the same advice in this command line's flags.
 FLAG_TERMS = {
     "pass on_size_mismatch='resample'": "give --resample",
-    "pass reuse=False": "give --no-reuse",
 }
 
 
